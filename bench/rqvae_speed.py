@@ -1,0 +1,74 @@
+"""RQ-VAE training throughput at the reference shapes (batch 64, E=768 -> [512,256,128] -> 32, 3 x 256,
+rotation trick), on random unit-norm embeddings. Prints steps/s (median of timed windows) and peak RSS.
+
+    python -m bench.rqvae_speed [--modes eager eager-bf16 compile compile-bf16] [--steps 300]
+
+Each mode runs the same train_step as train_rqvae.py (Accelerate autocast, AdamW) on a fresh model.
+"""
+
+import argparse
+import contextlib
+import resource
+import statistics
+import time
+
+import torch
+
+from modules.rqvae import RqVae
+from training.run import machine
+
+
+def make_step(mode: str, batch_size: int, dim: int, fused: bool):
+    torch.manual_seed(0)
+    model = RqVae(input_dim=dim)
+    data = torch.nn.functional.normalize(torch.randn(12_000, dim), dim=-1)
+    model.kmeans_init(data[:11_500], generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01, fused=fused)
+    forward = torch.compile(model) if mode.startswith("compile") else model
+    bf16 = mode.endswith("bf16")
+
+    def step(i: int) -> torch.Tensor:
+        x = data[(i * batch_size) % 11_500 :][:batch_size]
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with ctx:
+            out = forward(x)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return out.loss.detach()
+
+    return step
+
+
+def measure(step, steps: int, windows: int = 5) -> float:
+    for i in range(30):  # warm-up (and compilation)
+        step(i)
+    rates = []
+    for w in range(windows):
+        t0 = time.perf_counter()
+        for i in range(steps):
+            loss = step(i + w * steps)
+        float(loss)  # one sync per window
+        rates.append(steps / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--modes", nargs="+", default=["eager", "eager-bf16", "compile", "compile-bf16"])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--fused", action="store_true", help="fused AdamW")
+    args = parser.parse_args(argv)
+    print(f"machine: {machine()}; torch {torch.__version__}; batch {args.batch_size}; fused AdamW {args.fused}")
+    for mode in args.modes:
+        t0 = time.perf_counter()
+        step = make_step(mode, args.batch_size, 768, args.fused)
+        setup = time.perf_counter() - t0
+        rate = measure(step, args.steps)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{mode:>13}: {rate:7.1f} steps/s  (setup incl. k-means init {setup:.1f} s, peak RSS {rss:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The one in-memory form of a dataset that every loader returns, plus the data errors and warnings."""
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class RawDataset(NamedTuple):
+    """A dataset as loaded from disk, before any split.
+
+    name: short dataset name, e.g. "amazon-beauty", "ml-1m", "synthetic".
+    sequences: one array per user, item indices 0..I-1, oldest first, int64.
+    user_ids: [U] int64, the dataset's own user numbers (row u of `sequences` belongs to user_ids[u]).
+    item_keys: I strings, the dataset's own item ids (ASIN, MovieID); index = item index.
+    item_texts: I strings, the text embedded for each item; index = item index.
+
+    Items are numbered 0..I-1 once, in the loader; nothing downstream renumbers.
+    """
+
+    name: str
+    sequences: list[np.ndarray]
+    user_ids: np.ndarray
+    item_keys: list[str]
+    item_texts: list[str]
+
+
+class DataFormatError(ValueError):
+    """A data file does not have the expected format. The message names the file and line."""
+
+
+class DataWarning(UserWarning):
+    """Something in the data was skipped or filled in; the message says how many rows were affected."""
+
+
+def check_dataset(data: RawDataset) -> RawDataset:
+    """Checks the invariants of RawDataset and returns it unchanged; raises ValueError naming a fault."""
+    n_items = len(data.item_keys)
+    if len(data.item_texts) != n_items:
+        raise ValueError(f"{data.name}: {n_items} item keys but {len(data.item_texts)} item texts")
+    if len(data.sequences) != len(data.user_ids):
+        raise ValueError(f"{data.name}: {len(data.sequences)} sequences but {len(data.user_ids)} user ids")
+    for row, seq in enumerate(data.sequences):
+        if seq.dtype != np.int64 or seq.ndim != 1:
+            raise ValueError(
+                f"{data.name}: sequence {row} is {seq.dtype} with shape {seq.shape}, not int64 [L]"
+            )
+        if seq.size and (seq.min() < 0 or seq.max() >= n_items):
+            raise ValueError(f"{data.name}: sequence {row} has an item index outside [0, {n_items})")
+    return data

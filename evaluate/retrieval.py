@@ -1,0 +1,78 @@
+"""Retrieval evaluation: beam search over a split, exact item matching, Recall@k / NDCG@k."""
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import torch
+from tqdm.auto import tqdm
+
+from evaluate.metrics import hit_rank, prefix_hit_rank, ranking_metrics
+from evaluate.popularity import popularity_baseline
+from modules.generation import beam_search
+from modules.prefix_trie import PrefixTrie
+from modules.tokens import tokenize
+
+__all__ = ["evaluate_retrieval", "popularity_baseline"]
+
+
+def _to_device(seq: NamedTuple, device: torch.device) -> NamedTuple:
+    """SeqBatch-like NamedTuple (items [B, N], lengths [B], user_ids [B], targets [B]) -> same on device."""
+    return seq._replace(**{name: getattr(seq, name).to(device) for name in seq._fields})
+
+
+def _n_batches(loader: Iterable, max_batches: int | None) -> int | None:
+    """Number of batches the loop will see, if known (for tqdm)."""
+    total = len(loader) if hasattr(loader, "__len__") else None
+    if max_batches is None:
+        return total
+    return max_batches if total is None else min(total, max_batches)
+
+
+@torch.inference_mode()
+def evaluate_retrieval(
+    model: torch.nn.Module,
+    loader: Iterable,
+    item_codes: torch.Tensor,
+    trie: PrefixTrie,
+    beam_width: int,
+    ks: Sequence[int] = (1, 5, 10),
+    device: torch.device | str | None = None,
+    max_batches: int | None = None,
+    constrained: bool = True,
+    disable_progress: bool = False,
+) -> dict[str, float]:
+    """Beam-search every batch of `loader` (SeqBatch-like: items [B, N] -1 padded, lengths, user_ids,
+    targets [B]) and score the W beams against the target item. item_codes: [I, C] int64.
+
+    Returns eval/recall@k, eval/ndcg@k (k > 1), eval/recall@k_prefix{Q} (first Q = C - 1 codes only: the
+    reference's inflated metric, for ablation), eval/invalid_rate (fraction of the B·W returned beams that
+    are not items: padding, or non-items when constrained=False) and eval/users.
+    """
+    assert beam_width >= max(ks), f"beam_width {beam_width} < max k {max(ks)}"
+    device = torch.device(device) if device is not None else item_codes.device
+    item_codes, trie = item_codes.to(device), trie.to(device)
+    n_prefix = item_codes.shape[1] - 1
+    was_training = model.training
+    model.eval()
+    ranks, prefix_ranks = [], []
+    n_invalid = torch.zeros((), dtype=torch.long, device=device)
+    batches = tqdm(loader, desc="eval", total=_n_batches(loader, max_batches), disable=disable_progress)
+    for index, seq in enumerate(batches):
+        if max_batches is not None and index >= max_batches:
+            break
+        seq = _to_device(seq, device)
+        tokens = tokenize(seq.items, seq.lengths, seq.user_ids, seq.targets, item_codes)
+        out = beam_search(model, tokens, trie, beam_width, constrained=constrained)
+        ranks.append(hit_rank(out.items, seq.targets))
+        prefix_ranks.append(prefix_hit_rank(out.codes, tokens.target, n_prefix))
+        n_invalid += (out.items < 0).sum()
+    model.train(was_training)
+    if not ranks:
+        raise ValueError("the loader yielded no batches")
+    rank, prefix_rank = torch.cat(ranks), torch.cat(prefix_ranks)  # [U]
+    metrics = ranking_metrics(rank, ks, prefix="eval/")
+    prefix_metrics = ranking_metrics(prefix_rank, ks, prefix="eval/")
+    metrics.update({f"eval/recall@{k}_prefix{n_prefix}": prefix_metrics[f"eval/recall@{k}"] for k in ks})
+    metrics["eval/invalid_rate"] = float(n_invalid) / max(rank.shape[0] * beam_width, 1)
+    metrics["eval/users"] = rank.shape[0]
+    return metrics

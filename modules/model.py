@@ -1,0 +1,205 @@
+"""TIGER retrieval model: a jagged encoder over the history's semantic-ID tokens and a C-step decoder.
+
+Encoder tokens per row: [user token] + C tokens per history item. A history token is
+`codes(token_id(l, c)) + item_position(newest = 0) + level(l)`; the user token is `user(hash(user_id))`.
+Decoder positions t = 0..C-1: BOS, then the codes of levels 0..C-2 (teacher forcing), each plus
+`target_level(t)`; position t predicts the code of level t with its own head, `head[t]: [K, D]`
+(row c of head[t] is token token_id(t, c, K); untied from the input embeddings, which are E-wide).
+Both inputs go through norm -> dropout -> Linear(E -> D) (the reference's hard-coded 0.5 input dropout is
+replaced by the configured `dropout`).
+
+Loss: cross-entropy per level, averaged over the rows whose target is given (target -1 is ignored);
+`loss_per_level [C]` holds those means and `loss = loss_per_level.sum()`, i.e. the mean over the batch of the
+sum over levels (≈ C·ln K at initialisation), as in the reference.
+"""
+
+from typing import NamedTuple
+
+import gin
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange
+from torch import nn
+
+from modules.embedding import SemIdEmbedder, UserIdEmbedder, history_grid
+from modules.tokens import TokenBatch
+from modules.transformer import BlockConfig, Decoder, Dropout, Encoder, make_norm
+from ops.jagged import LengthGroups, length_groups, pack, unpack, valid_mask
+
+
+class ModelOutput(NamedTuple):
+    """loss: [] Σ_l loss_per_level; loss_per_level: [C] mean CE per level; logits: [B, C, K] float32."""
+
+    loss: torch.Tensor
+    loss_per_level: torch.Tensor
+    logits: torch.Tensor
+
+
+class DecodeState(NamedTuple):
+    """Incremental-decoding state (see `RetrievalModel.start/step/reorder`).
+
+    cross_k, cross_v: [L, B, H, S, Dh] cross-attention K/V of the encoder output, one copy per user (padded);
+    key_mask: [B, S] bool, True at valid encoder tokens; self_k, self_v: [L, R, H, t, Dh] decoder self-attention
+    cache of the t positions fed so far; row_user: [R] int64, the user of each decoding row.
+    """
+
+    cross_k: torch.Tensor
+    cross_v: torch.Tensor
+    key_mask: torch.Tensor
+    self_k: torch.Tensor
+    self_v: torch.Tensor
+    row_user: torch.Tensor
+
+    @property
+    def level(self) -> int:
+        """The level the next `step` predicts (= decoder positions already fed)."""
+        return self.self_k.shape[3]
+
+
+class InputProjection(nn.Module):
+    """[*, E] -> norm -> dropout -> Linear(E -> D) -> [*, D]. The output keeps the input's dtype, so under
+    autocast the residual stream stays float32 (only the matmuls run in bf16)."""
+
+    def __init__(self, norm: str, embed_dim: int, d_model: int, dropout: float):
+        super().__init__()
+        self.norm, self.drop = make_norm(norm, embed_dim), Dropout(dropout)
+        self.proj = nn.Linear(embed_dim, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.drop(self.norm(x))).to(x.dtype)
+
+
+@gin.configurable(denylist=["codebook_size", "n_levels"])
+class RetrievalModel(nn.Module):
+    """Encoder-decoder over semantic IDs. codebook_size K and n_levels C come from the semantic-ID artifact.
+
+    head_dim: per-head width Dh (None -> d_model // n_heads). user_buckets: hashed user-id buckets, 0 = no user
+    token. max_items: history items the position table covers (N ≤ max_items). Defaults: reference config
+    (embed 128 -> d_model 512, 8 heads, 4+4 layers, FFN 1024, dropout 0.15, no attention dropout).
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        n_levels: int,
+        embed_dim: int = 128,
+        d_model: int = 512,
+        n_heads: int = 8,
+        head_dim: int | None = None,
+        n_encoder_layers: int = 4,
+        n_decoder_layers: int = 4,
+        ffn_dim: int = 1024,
+        dropout: float = 0.15,
+        attn_dropout: float = 0.0,
+        activation: str = "silu",
+        norm: str = "rms",
+        norm_first: bool = True,
+        max_items: int = 20,
+        user_buckets: int = 2000,
+    ):
+        super().__init__()
+        self.codebook_size, self.n_levels, self.max_items = codebook_size, n_levels, max_items
+        head_dim = d_model // n_heads if head_dim is None else head_dim
+        cfg = BlockConfig(
+            d_model, n_heads, head_dim, ffn_dim, activation, norm, norm_first, dropout, attn_dropout
+        )
+        self.codes = SemIdEmbedder(n_levels, codebook_size, embed_dim)
+        self.item_position = nn.Embedding(max_items, embed_dim)
+        self.level = nn.Embedding(n_levels, embed_dim)
+        self.user = UserIdEmbedder(user_buckets, embed_dim) if user_buckets > 0 else None
+        self.bos = nn.Parameter(torch.randn(embed_dim))
+        self.target_level = nn.Embedding(n_levels, embed_dim)
+        self.encoder_input = InputProjection(norm, embed_dim, d_model, dropout)
+        self.decoder_input = InputProjection(norm, embed_dim, d_model, dropout)
+        self.encoder = Encoder(n_encoder_layers, cfg)
+        self.decoder = Decoder(n_decoder_layers, cfg)
+        self.head = nn.Parameter(torch.randn(n_levels, codebook_size, d_model) * 0.02)  # [C, K, D]
+
+    def _check(self, batch: TokenBatch) -> None:
+        _, n_items, n_levels = batch.history.shape
+        if n_levels != self.n_levels or n_items > self.max_items:
+            raise ValueError(
+                f"history {tuple(batch.history.shape)}: need C = {self.n_levels}, N ≤ {self.max_items}"
+            )
+
+    def _encode(self, batch: TokenBatch) -> tuple[torch.Tensor, LengthGroups]:
+        """-> (encoder output [T, D] packed with rows sorted by length, groups). One host sync (lengths)."""
+        self._check(batch)
+        grid = history_grid(batch.history, batch.lengths, user_token=self.user is not None)
+        groups = length_groups(grid.lengths)
+        fields = torch.stack([grid.code, grid.level, grid.position], dim=-1)[groups.order]  # [B, S, 3]
+        code, level, position = pack(fields, groups.lengths).unbind(-1)  # [T] each
+        x = self.codes(level, code) + self.level(level) + self.item_position(position)  # [T, E]
+        if self.user is not None:  # the user token is the first token of each row
+            x = x.index_copy(0, groups.offsets[:-1], self.user(batch.user_ids[groups.order]))
+        return self.encoder(self.encoder_input(x), groups), groups
+
+    def _decoder_tokens(self, target: torch.Tensor) -> torch.Tensor:
+        """target: [B, C] codes -> decoder input [B, C, E]: BOS, codes of levels 0..C-2, + target_level."""
+        levels = torch.arange(self.n_levels - 1, device=target.device)
+        prev = self.codes(levels, target[:, :-1])  # [B, C-1, E]
+        bos = self.bos.expand(target.shape[0], 1, -1)  # [B, 1, E]
+        return torch.cat([bos, prev], dim=1) + self.target_level.weight
+
+    def forward(self, batch: TokenBatch) -> ModelOutput:
+        """Teacher-forced. batch.history [B, N, C] (-1 padded), lengths [B], user_ids [B], target [B, C]."""
+        enc, groups = self._encode(batch)
+        target = batch.target[groups.order]  # [B, C], sorted like the encoder rows
+        x = self.decoder_input(self._decoder_tokens(target))  # [B, C, D]
+        h = self.decoder(x, self.decoder.memory(enc), groups)  # [B, C, D]
+        logits = einsum(h, self.head, "b c d, c k d -> b c k").float()
+        ce = F.cross_entropy(rearrange(logits, "b c k -> b k c"), target, ignore_index=-1, reduction="none")
+        given = (target >= 0).float()  # [B, C]
+        loss_per_level = (ce * given).sum(0) / given.sum(0).clamp(min=1.0)  # [C]
+        return ModelOutput(loss_per_level.sum(), loss_per_level, logits[groups.inverse])
+
+    def start(self, batch: TokenBatch) -> DecodeState:
+        """Run the encoder once for B rows; precompute each decoder layer's cross-attention K/V per user."""
+        enc, groups = self._encode(batch)
+        max_len = groups.max_len
+
+        def per_user(t: torch.Tensor) -> torch.Tensor:  # [T, H, Dh] sorted, packed -> [B, H, S, Dh]
+            return rearrange(unpack(t, groups.offsets, max_len)[groups.inverse], "b s h d -> b h s d")
+
+        memory = self.decoder.memory(enc)
+        cross_k = torch.stack([per_user(k) for k, _ in memory])  # [L, B, H, S, Dh]
+        cross_v = torch.stack([per_user(v) for _, v in memory])
+        key_mask = valid_mask(groups.lengths, max_len)[groups.inverse]  # [B, S]
+        n_layers, batch_size, n_heads, _, head_dim = cross_k.shape
+        empty = cross_k.new_zeros(n_layers, batch_size, n_heads, 0, head_dim)
+        row_user = torch.arange(batch_size, device=cross_k.device)
+        return DecodeState(cross_k, cross_v, key_mask, empty, empty, row_user)
+
+    def step(self, state: DecodeState, codes: torch.Tensor | None) -> tuple[torch.Tensor, DecodeState]:
+        """Feed the code chosen at level t-1 (None at t = 0: BOS) -> (logits [R, K] of level t, next state)."""
+        t = state.level
+        if t >= self.n_levels or (codes is None) != (t == 0):
+            raise ValueError(
+                f"step at level {t} of {self.n_levels} needs codes {'None' if t == 0 else '[R]'}"
+            )
+        n_rows = state.row_user.shape[0]
+        x = self.bos.expand(n_rows, -1) if codes is None else self.codes(t - 1, codes)  # [R, E]
+        x = self.decoder_input(x + self.target_level.weight[t])  # [R, D]
+        h, self_k, self_v = self.decoder.step(x, state.self_k, state.self_v, *self._cross_for_rows(state))
+        logits = (h @ self.head[t].T).float()  # [R, K]
+        return logits, state._replace(self_k=self_k, self_v=self_v)
+
+    @staticmethod
+    def _cross_for_rows(state: DecodeState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cross K/V laid out as U memory rows with R / U consecutive decoding rows each. When rows are
+        user-major (row r belongs to user r // G, the beam-search layout) the per-user copy is used as is;
+        otherwise K/V are gathered per row (a copy). One small host sync to tell the two apart."""
+        n_users, n_rows = state.key_mask.shape[0], state.row_user.shape[0]
+        if n_rows % n_users == 0:
+            users = torch.arange(n_users, device=state.row_user.device)
+            if torch.equal(state.row_user, users.repeat_interleave(n_rows // n_users)):
+                return state.cross_k, state.cross_v, state.key_mask
+        rows = state.row_user
+        return state.cross_k[:, rows], state.cross_v[:, rows], state.key_mask[rows]
+
+    @staticmethod
+    def reorder(state: DecodeState, index: torch.Tensor) -> DecodeState:
+        """index: [R'] int64 rows of `state` to keep (repeats allowed) -> state with R' rows."""
+        return state._replace(
+            self_k=state.self_k[:, index], self_v=state.self_v[:, index], row_user=state.row_user[index]
+        )

@@ -1,0 +1,180 @@
+"""Semantic IDs: per-item code tuples, the collision code that makes them unique, and the stage-1 artifact.
+
+Shapes: codes [I, Q] (RQ-VAE / RQ-KMeans output) -> codes [I, C] with C = Q + 1.
+"""
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+FORMAT = "tiger.semantic_ids"
+VERSION = 1
+_FIELDS = ("codes", "codebook_size", "n_levels", "item_keys", "source", "config", "metrics")
+
+
+class TupleGroups(NamedTuple):
+    inverse: torch.Tensor  # [I] int64 group index of each item's tuple (groups sorted lexicographically)
+    counts: torch.Tensor  # [G] int64 items per group
+    tuples: torch.Tensor  # [G, Q] the distinct tuples
+
+
+def group_tuples(codes: torch.Tensor) -> TupleGroups:
+    """Group identical rows of codes [I, Q]."""
+    tuples, inverse, counts = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
+    return TupleGroups(inverse=inverse, counts=counts, tuples=tuples)
+
+
+def collision_rank(codes: torch.Tensor) -> torch.Tensor:
+    """Rank of each item among the items with the same tuple, in item-index order (0, 1, 2, ...).
+
+    Sort-based: a stable sort by group keeps item order inside each group. codes [I, Q] -> [I] int64.
+    """
+    groups = group_tuples(codes)
+    order = torch.argsort(groups.inverse, stable=True)  # [I] items, grouped, index order within a group
+    group_start = torch.cumsum(groups.counts, 0) - groups.counts  # [G] first sorted position of each group
+    sorted_rank = torch.arange(codes.shape[0], device=codes.device) - group_start[groups.inverse[order]]
+    return torch.empty_like(sorted_rank).scatter_(0, order, sorted_rank)
+
+
+def append_collision_code(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """codes [I, Q] int64 -> [I, C = Q + 1]: last column = `collision_rank`, so every C-tuple is unique.
+
+    Raises ValueError if a tuple is shared by more than K = codebook_size items (the rank must be < K).
+    """
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be [I, Q], got shape {tuple(codes.shape)}")
+    if codes.shape[0] == 0:
+        return codes.new_zeros(0, codes.shape[1] + 1)
+    groups = group_tuples(codes)
+    largest = int(groups.counts.argmax())
+    if int(groups.counts[largest]) > codebook_size:
+        raise ValueError(
+            f"{int(groups.counts[largest])} items share the code tuple {groups.tuples[largest].tolist()}, "
+            f"more than the codebook size K={codebook_size}; the collision code cannot make them unique"
+        )
+    return torch.cat([codes, collision_rank(codes).unsqueeze(1)], dim=1)
+
+
+def tuple_keys(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Each C-tuple as one int64 Σ_j codes[..., j]·K^(C−1−j). codes [..., C] in [0, K) -> [...]."""
+    n_codes = codes.shape[-1]
+    if codebook_size**n_codes >= 2**63:
+        raise ValueError(f"K={codebook_size} with C={n_codes} codes overflows an int64 key")
+    powers = codebook_size ** torch.arange(n_codes - 1, -1, -1, device=codes.device)  # [C]
+    return (codes.long() * powers).sum(-1)
+
+
+class ItemLookup(NamedTuple):
+    keys: torch.Tensor  # [I] int64 sorted tuple keys
+    items: torch.Tensor  # [I] int64 item index of each key
+    codebook_size: int
+
+
+def build_item_lookup(codes: torch.Tensor, codebook_size: int) -> ItemLookup:
+    """Index of unique item codes [I, C] for `lookup_items`."""
+    keys, items = torch.sort(tuple_keys(codes, codebook_size))
+    return ItemLookup(keys=keys, items=items, codebook_size=codebook_size)
+
+
+def lookup_items(lookup: ItemLookup, codes: torch.Tensor) -> torch.Tensor:
+    """Item index of each full C-tuple. codes [..., C] -> [...] int64, -1 where no item has that tuple."""
+    if lookup.keys.numel() == 0:
+        return torch.full(codes.shape[:-1], -1, dtype=torch.long, device=codes.device)
+    valid = ((codes >= 0) & (codes < lookup.codebook_size)).all(-1)
+    keys = tuple_keys(codes.clamp(0, lookup.codebook_size - 1), lookup.codebook_size)
+    pos = torch.searchsorted(lookup.keys, keys).clamp_max(lookup.keys.shape[0] - 1)
+    found = valid & (lookup.keys[pos] == keys)
+    return torch.where(found, lookup.items[pos], torch.full_like(keys, -1))
+
+
+@dataclass
+class SemanticIds:
+    """The stage-1 artifact read by stage 2.
+
+    codes: [I, C] int64, C = n_levels + 1 (last column = collision code), every row unique, values in [0, K).
+    item_keys: dataset item key of each row (ASIN / MovieID); source: where the codes came from (checkpoint
+    path); config: operative gin config text; metrics: code statistics (plain floats).
+    """
+
+    codes: torch.Tensor
+    codebook_size: int
+    n_levels: int
+    item_keys: list[str]
+    source: str = ""
+    config: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        c = self.codes
+        if c.dtype != torch.int64 or c.ndim != 2 or c.shape[1] != self.n_levels + 1:
+            raise ValueError(f"codes must be int64 [I, {self.n_levels + 1}], got {c.dtype} {tuple(c.shape)}")
+        if len(self.item_keys) != c.shape[0]:
+            raise ValueError(f"{len(self.item_keys)} item keys for {c.shape[0]} code rows")
+        if c.numel() and (int(c.min()) < 0 or int(c.max()) >= self.codebook_size):
+            raise ValueError(
+                f"codes outside [0, {self.codebook_size}): min {int(c.min())}, max {int(c.max())}"
+            )
+
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, codebook_size: int, item_keys: list[str], **extra: Any):
+        """Build from tokenizer codes [I, Q] by appending the collision code."""
+        full = append_collision_code(codes.long().cpu(), codebook_size)
+        return cls(full, codebook_size, codes.shape[1], list(item_keys), **extra)
+
+    @property
+    def n_codes(self) -> int:
+        """C = Q + 1."""
+        return self.n_levels + 1
+
+    def lookup(self) -> ItemLookup:
+        """Full C-tuple -> item index (see `lookup_items`)."""
+        return build_item_lookup(self.codes, self.codebook_size)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Atomic write (temp file in the same folder + os.replace) of plain types and one tensor."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {  # plain Python types only, so `load` can use weights_only=True
+            "format": FORMAT,
+            "version": VERSION,
+            "codes": self.codes.cpu(),
+            "codebook_size": int(self.codebook_size),
+            "n_levels": int(self.n_levels),
+            "item_keys": [str(key) for key in self.item_keys],
+            "source": str(self.source),
+            "config": str(self.config),
+            "metrics": {str(k): float(v) for k, v in self.metrics.items()},
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        try:
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SemanticIds":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"semantic-ID artifact not found: {path} (run train_rqvae.py first)")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"{path} is not a readable semantic-ID artifact: {err}") from err
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a semantic-ID artifact (expected format {FORMAT!r})")
+        if payload.get("version") != VERSION:
+            raise ValueError(f"{path} has artifact version {payload.get('version')}, expected {VERSION}")
+        missing = [name for name in _FIELDS if name not in payload]
+        if missing:
+            raise ValueError(f"{path} lacks fields {missing}")
+        return cls(**{name: payload[name] for name in _FIELDS})

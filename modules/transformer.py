@@ -1,0 +1,279 @@
+"""Encoder and decoder stacks on length-grouped jagged batches, with a KV cache for incremental decoding.
+
+Encoder: packed tokens `[T, D]` (rows sorted by length, ops/jagged.py `LengthGroups`); norms, projections and
+the feed-forward run on the packed tokens, bidirectional self-attention runs per equal-length block.
+Decoder: dense `[B, T, D]` (every row has the same T = C positions, in the encoder's sorted row order); causal
+self-attention, cross-attention to the encoder tokens of the same row, feed-forward.
+Each block is pre-norm (default) or post-norm; each stack ends with a final norm. No biases.
+
+Incremental decoding (`Decoder.step`): one new position per row; the self-attention K/V of earlier positions
+and the cross-attention K/V of the encoder output are explicit tensors passed in and returned.
+"""
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ops.attention import attention, grouped_attention, grouped_self_attention
+from ops.jagged import LengthGroups
+
+ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu}
+
+
+class BlockConfig(NamedTuple):
+    """Sizes and options shared by every block. dim: D; n_heads: H; head_dim: Dh (H·Dh need not equal D);
+    ffn_dim: feed-forward width; activation: "silu" | "gelu"; norm: "rms" | "layer"; norm_first: pre-norm;
+    dropout: residual and feed-forward dropout; attn_dropout: dropout on attention weights."""
+
+    dim: int
+    n_heads: int
+    head_dim: int
+    ffn_dim: int
+    activation: str = "silu"
+    norm: str = "rms"
+    norm_first: bool = True
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """y = x · rsqrt(mean(x²) + eps) · w over the last dim, with a hand-written backward (fewer passes over
+    memory than autograd through F.rms_norm, which has no fused CPU kernel)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
+        inv_rms = mean_square.add_(eps).rsqrt_()  # [*, 1]
+        x_hat = x * inv_rms
+        ctx.save_for_backward(x_hat, inv_rms, weight)
+        return x_hat * weight
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x_hat, inv_rms, weight = ctx.saved_tensors
+        grad_weight = (grad * x_hat).flatten(0, -2).sum(0)
+        grad_x_hat = grad * weight
+        mean_dot = torch.linalg.vecdot(grad_x_hat, x_hat).unsqueeze(-1).div_(x_hat.shape[-1])  # [*, 1]
+        return grad_x_hat.sub_(x_hat * mean_dot).mul_(inv_rms), grad_weight, None
+
+
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm (same parameters and state_dict); fast path `_RMSNormFunction` for floating inputs of the
+    weight's dtype, F.rms_norm otherwise. Bound to F.rms_norm by tests/modules/test_transformer.py."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != self.weight.dtype:
+            return super().forward(x)
+        return _RMSNormFunction.apply(x, self.weight, self.eps)
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    """ "rms" -> RMSNorm, "layer" -> LayerNorm without bias; eps 1e-6."""
+    if kind == "rms":
+        return RMSNorm(dim, eps=1e-6)
+    if kind == "layer":
+        return nn.LayerNorm(dim, eps=1e-6, bias=False)
+    raise ValueError(f"unknown norm {kind!r}: expected 'rms' or 'layer'")
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout. On CPU the keep decision compares 16 random bits per element with round(p·2¹⁶)
+    (p resolved to 1/65536) — several times faster than F.dropout's per-element Bernoulli sampling there."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
+    bits = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform in [-2¹⁵, 2¹⁵)
+    drop = bits < round(p * 65536) - 32768
+    return x.masked_fill(drop, 0.0) * (1.0 / (1.0 - p))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout with the CPU fast path of `dropout`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
+class FeedForward(nn.Module):
+    """x -> down(dropout(act(up(x)))); [*, D] -> [*, D]."""
+
+    def __init__(self, cfg: BlockConfig):
+        super().__init__()
+        if cfg.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {cfg.activation!r}: expected one of {sorted(ACTIVATIONS)}")
+        self.act = ACTIVATIONS[cfg.activation]
+        self.up = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.down = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+        self.drop = Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.drop(self.act(self.up(x))))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention: fused qkv projection [D -> 3·H·Dh], output projection [H·Dh -> D]."""
+
+    def __init__(self, cfg: BlockConfig):
+        super().__init__()
+        self.n_heads, self.attn_dropout = cfg.n_heads, cfg.attn_dropout
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.n_heads * cfg.head_dim, bias=False)
+        self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def _p(self) -> float:
+        return self.attn_dropout if self.training else 0.0
+
+    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """[*, D] -> [3, *, H, Dh]."""
+        return rearrange(self.qkv(x), "... (three h d) -> three ... h d", three=3, h=self.n_heads)
+
+    def forward_grouped(self, x: torch.Tensor, groups: LengthGroups) -> torch.Tensor:
+        """Bidirectional within each row. x: [T, D] packed, sorted by length -> [T, D]."""
+        qkv = rearrange(self.qkv(x), "t (three h d) -> t three h d", three=3, h=self.n_heads)
+        out = grouped_self_attention(qkv, groups.rows, groups.sizes, self._p())  # [T, H, Dh]
+        return self.out(rearrange(out, "t h d -> t (h d)"))
+
+    def forward_causal(self, x: torch.Tensor) -> torch.Tensor:
+        """Causal. x: [B, T, D] -> [B, T, D]."""
+        q, k, v = (rearrange(t, "b s h d -> b h s d") for t in self._qkv(x))
+        out = attention(q, k, v, causal=True, dropout_p=self._p())  # [B, H, T, Dh]
+        return self.out(rearrange(out, "b h s d -> b s (h d)"))
+
+    def forward_step(self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor):
+        """One new position per row. x: [R, D]; past_k, past_v: [R, H, t, Dh]
+        -> (out [R, D], k [R, H, t+1, Dh], v [R, H, t+1, Dh])."""
+        q, k, v = (rearrange(t, "r h d -> r h 1 d") for t in self._qkv(x))
+        k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        out = attention(q, k, v, dropout_p=self._p())  # [R, H, 1, Dh]; every cached position is earlier
+        return self.out(rearrange(out, "r h 1 d -> r (h d)")), k, v
+
+
+class CrossAttention(nn.Module):
+    """Decoder positions attend to the encoder tokens of their own row. q: [D -> H·Dh], kv: [D -> 2·H·Dh]."""
+
+    def __init__(self, cfg: BlockConfig):
+        super().__init__()
+        self.n_heads, self.attn_dropout = cfg.n_heads, cfg.attn_dropout
+        self.q = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.kv = nn.Linear(cfg.dim, 2 * cfg.n_heads * cfg.head_dim, bias=False)
+        self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def _p(self) -> float:
+        return self.attn_dropout if self.training else 0.0
+
+    def memory(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """enc: [T, D] (or [*, D]) -> (k, v), each [T, H, Dh]."""
+        k, v = rearrange(self.kv(enc), "... (two h d) -> two ... h d", two=2, h=self.n_heads)
+        return k, v
+
+    def forward_grouped(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: LengthGroups):
+        """x: [B, Tq, D] rows in groups' order; k, v: [T, H, Dh] packed encoder memory -> [B, Tq, D]."""
+        batch, n_queries, _ = x.shape
+        q = rearrange(self.q(x), "b s (h d) -> (b s) h d", h=self.n_heads)
+        q_sizes = (n_queries,) * len(groups.rows)
+        out = grouped_attention(q, k, v, groups.rows, q_sizes, groups.sizes, self._p())
+        return self.out(rearrange(out, "(b s) h d -> b s (h d)", b=batch))
+
+    def forward_step(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor):
+        """x: [R, D], R = U·G rows, G consecutive rows per memory row u; k, v: [U, H, S, Dh] padded;
+        key_mask: [U, S] bool (True = valid) -> [R, D]. The G rows share one copy of their memory."""
+        q = rearrange(self.q(x), "(u g) (h d) -> u h g d", u=k.shape[0], h=self.n_heads)
+        out = attention(q, k, v, key_mask=key_mask, dropout_p=self._p())  # [U, H, G, Dh]
+        return self.out(rearrange(out, "u h g d -> (u g) (h d)"))
+
+
+class _Block(nn.Module):
+    """Residual wiring: pre-norm `x + drop(f(norm(x)))` or post-norm `norm(x + drop(f(x)))`."""
+
+    def __init__(self, cfg: BlockConfig):
+        super().__init__()
+        self.norm_first = cfg.norm_first
+        self.drop = Dropout(cfg.dropout)
+
+    def _in(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        return norm(x) if self.norm_first else x
+
+    def _out(self, x: torch.Tensor, y: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        return x + self.drop(y) if self.norm_first else norm(x + self.drop(y))
+
+
+class EncoderLayer(_Block):
+    def __init__(self, cfg: BlockConfig):
+        super().__init__(cfg)
+        self.attn, self.ffn = SelfAttention(cfg), FeedForward(cfg)
+        self.attn_norm, self.ffn_norm = make_norm(cfg.norm, cfg.dim), make_norm(cfg.norm, cfg.dim)
+
+    def forward(self, x: torch.Tensor, groups: LengthGroups) -> torch.Tensor:
+        """x: [T, D] packed, sorted by length -> [T, D]."""
+        x = self._out(x, self.attn.forward_grouped(self._in(x, self.attn_norm), groups), self.attn_norm)
+        return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm)
+
+
+class DecoderLayer(_Block):
+    def __init__(self, cfg: BlockConfig):
+        super().__init__(cfg)
+        self.self_attn, self.cross_attn, self.ffn = SelfAttention(cfg), CrossAttention(cfg), FeedForward(cfg)
+        self.self_norm, self.cross_norm, self.ffn_norm = (make_norm(cfg.norm, cfg.dim) for _ in range(3))
+
+    def forward(self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor], groups: LengthGroups):
+        """x: [B, T, D] rows in groups' order; memory: (k, v) [T_enc, H, Dh] -> [B, T, D]."""
+        x = self._out(x, self.self_attn.forward_causal(self._in(x, self.self_norm)), self.self_norm)
+        y = self.cross_attn.forward_grouped(self._in(x, self.cross_norm), *memory, groups)
+        x = self._out(x, y, self.cross_norm)
+        return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm)
+
+    def step(self, x, past_k, past_v, cross_k, cross_v, key_mask):
+        """x: [R, D]; past_k/v: [R, H, t, Dh]; cross_k/v: [U, H, S, Dh]; key_mask: [U, S]
+        -> (x [R, D], k [R, H, t+1, Dh], v [R, H, t+1, Dh])."""
+        y, k, v = self.self_attn.forward_step(self._in(x, self.self_norm), past_k, past_v)
+        x = self._out(x, y, self.self_norm)
+        y = self.cross_attn.forward_step(self._in(x, self.cross_norm), cross_k, cross_v, key_mask)
+        x = self._out(x, y, self.cross_norm)
+        return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm), k, v
+
+
+class Encoder(nn.Module):
+    """n_layers EncoderLayers + final norm. [T, D] packed -> [T, D]."""
+
+    def __init__(self, n_layers: int, cfg: BlockConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(n_layers))
+        self.norm = make_norm(cfg.norm, cfg.dim)
+
+    def forward(self, x: torch.Tensor, groups: LengthGroups) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, groups)
+        return self.norm(x)
+
+
+class Decoder(nn.Module):
+    """n_layers DecoderLayers + final norm."""
+
+    def __init__(self, n_layers: int, cfg: BlockConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(n_layers))
+        self.norm = make_norm(cfg.norm, cfg.dim)
+
+    def memory(self, enc: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """enc: [T, D] encoder output -> per layer (k, v), each [T, H, Dh]; computed once per batch."""
+        return [layer.cross_attn.memory(enc) for layer in self.layers]
+
+    def forward(self, x: torch.Tensor, memory: list, groups: LengthGroups) -> torch.Tensor:
+        """Teacher-forced. x: [B, T, D] rows in groups' order -> [B, T, D]."""
+        for layer, mem in zip(self.layers, memory):
+            x = layer(x, mem, groups)
+        return self.norm(x)
+
+    def step(self, x, past_k, past_v, cross_k, cross_v, key_mask):
+        """x: [R, D]; past_k/v: [L, R, H, t, Dh]; cross_k/v: [L, U, H, S, Dh]; key_mask: [U, S]
+        -> (out [R, D], k [L, R, H, t+1, Dh], v [L, R, H, t+1, Dh])."""
+        ks, vs = [], []
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer.step(x, past_k[i], past_v[i], cross_k[i], cross_v[i], key_mask)
+            ks.append(k)
+            vs.append(v)
+        return self.norm(x), torch.stack(ks), torch.stack(vs)

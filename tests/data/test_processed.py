@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+
+from data.processed import SeqData, collate_seq, item_counts, popularity, split_examples
+from data.schema import DataWarning, RawDataset
+from data.synthetic import load_synthetic
+
+SEQS = [[10, 11, 12, 13, 14, 15], [20, 21, 22], [30, 31]]  # the last user is too short (< 3 items)
+
+
+def dataset(seqs=SEQS) -> RawDataset:
+    sequences = [np.array(s, dtype=np.int64) for s in seqs]
+    user_ids = np.arange(100, 100 + len(seqs), dtype=np.int64)
+    return RawDataset("toy", sequences, user_ids, [str(i) for i in range(40)], ["t"] * 40)
+
+
+def rows(split, max_items=20, train_examples="sliding", seqs=SEQS):
+    with pytest.warns(DataWarning, match="skipped 1 users with < 3 items"):
+        data = SeqData(dataset(seqs), split, max_items=max_items, train_examples=train_examples)
+    return [(h.tolist(), u, t) for h, u, t in (data[i] for i in range(len(data)))]
+
+
+def test_leave_one_out_targets_by_hand():
+    assert rows("test") == [([10, 11, 12, 13, 14], 100, 15), ([20, 21], 101, 22)]
+    assert rows("valid") == [([10, 11, 12, 13], 100, 14), ([20], 101, 21)]
+    assert rows("train") == [([10], 100, 11), ([10, 11], 100, 12), ([10, 11, 12], 100, 13)]
+    assert rows("train", train_examples="last") == [([10, 11, 12], 100, 13)]
+
+
+def test_truncation_keeps_the_most_recent_items():
+    assert rows("test", max_items=2) == [([13, 14], 100, 15), ([20, 21], 101, 22)]
+    assert rows("train", max_items=2) == [([10], 100, 11), ([10, 11], 100, 12), ([11, 12], 100, 13)]
+
+
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_no_target_in_its_own_history_and_train_never_sees_valid_or_test(split):
+    data = load_synthetic(n_items=60, n_users=40, seed=1, min_len=3, max_len=12)
+    seq_data = SeqData(data, split, max_items=5)
+    held_out = {(u, int(s[-1])) for u, s in zip(data.user_ids, data.sequences)}
+    held_out |= {(u, int(s[-2])) for u, s in zip(data.user_ids, data.sequences)}
+    for history, user, target in (seq_data[i] for i in range(len(seq_data))):
+        assert 1 <= len(history) <= 5 and target not in history.tolist()
+        if split == "train":
+            assert (user, target) not in held_out
+            assert not held_out & {(user, int(item)) for item in history}
+
+
+def test_split_examples_sliding_count_is_sum_of_lengths_minus_three():
+    lengths = np.array([6, 3, 2, 10, 4])
+    examples = split_examples(lengths, "train")
+    assert len(examples.rows) == (6 - 3) + 0 + (10 - 3) + (4 - 3)
+    assert np.all(examples.ends >= 1) and np.all(examples.ends <= lengths[examples.rows] - 3)
+
+
+def test_collate_pads_left_aligned_with_minus_one():
+    batch = collate_seq([(np.array([1, 2, 3]), 7, 4), (np.array([5]), 8, 6), (np.arange(10, 16), 9, 1)], 4)
+    expected = torch.tensor([[1, 2, 3, -1], [5, -1, -1, -1], [12, 13, 14, 15]])
+    torch.testing.assert_close(batch.items, expected)
+    torch.testing.assert_close(batch.lengths, torch.tensor([3, 1, 4]))
+    torch.testing.assert_close(batch.user_ids, torch.tensor([7, 8, 9]))
+    torch.testing.assert_close(batch.targets, torch.tensor([4, 6, 1]))
+    assert all(t.dtype == torch.int64 for t in batch)
+    with pytest.raises(ValueError, match="at least one item"):
+        collate_seq([(np.array([], dtype=np.int64), 1, 2)], 4)
+
+
+def test_dataloader_batches_have_documented_shapes():
+    data = load_synthetic(n_items=50, n_users=30, seed=2)
+    seq_data = SeqData(data, "train", max_items=8)
+    batch = next(iter(torch.utils.data.DataLoader(seq_data, batch_size=16, collate_fn=seq_data.collate)))
+    assert batch.items.shape == (16, 8) and batch.lengths.shape == batch.targets.shape == (16,)
+    valid = torch.arange(8) < batch.lengths[:, None]
+    assert bool((batch.items[valid] >= 0).all()) and bool((batch.items[~valid] == -1).all())
+
+
+def test_item_counts_use_only_the_visible_part():
+    counts = item_counts([np.array(s) for s in SEQS], 40, "train")
+    expected = np.bincount([10, 11, 12, 13, 20], minlength=40)  # positions < L-2; short user skipped
+    np.testing.assert_array_equal(counts, expected)
+    np.testing.assert_array_equal(item_counts([np.array(s) for s in SEQS], 40, "valid"), expected)
+    test_counts = np.bincount([10, 11, 12, 13, 14, 20, 21], minlength=40)
+    np.testing.assert_array_equal(popularity(dataset(), "test").numpy(), test_counts)

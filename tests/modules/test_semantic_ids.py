@@ -1,0 +1,111 @@
+import os
+
+import pytest
+import torch
+
+from modules.semantic_ids import (
+    SemanticIds,
+    append_collision_code,
+    build_item_lookup,
+    lookup_items,
+    tuple_keys,
+)
+
+K = 8
+
+
+def test_collision_code_by_hand():
+    codes = torch.tensor([[1, 2], [0, 0], [1, 2], [3, 3], [1, 2], [0, 0]])
+    full = append_collision_code(codes, K)
+    assert torch.equal(full[:, :2], codes)
+    assert full[:, 2].tolist() == [0, 0, 1, 0, 2, 1]
+
+
+def test_collision_code_equals_count_of_earlier_items_and_makes_tuples_unique():
+    codes = torch.randint(3, (200, 3), generator=torch.Generator().manual_seed(0))  # many collisions
+    full = append_collision_code(codes, 16)
+    earlier = [sum(torch.equal(codes[j], codes[i]) for j in range(i)) for i in range(200)]
+    assert full[:, 3].tolist() == earlier
+    assert torch.unique(full, dim=0).shape[0] == 200
+
+
+def test_group_larger_than_k_raises_naming_the_group():
+    codes = torch.tensor([[5, 1]] * 3 + [[0, 0]] * 2)
+    assert append_collision_code(codes, 3)[:, 2].tolist() == [0, 1, 2, 0, 1]  # exactly K is fine
+    with pytest.raises(ValueError, match=r"3 items share the code tuple \[5, 1\]"):
+        append_collision_code(codes, 2)
+    assert append_collision_code(torch.zeros(0, 3, dtype=torch.long), K).shape == (0, 4)
+
+
+def _artifact(n: int = 20) -> SemanticIds:
+    codes = torch.randint(4, (n, 3), generator=torch.Generator().manual_seed(1))
+    return SemanticIds.from_codes(
+        codes,
+        K,
+        [f"item{i}" for i in range(n)],
+        source="ckpt.pt",
+        config="RqVae.n_levels = 3",
+        metrics={"a": 1.5},
+    )
+
+
+def test_save_load_round_trip(tmp_path):
+    ids = _artifact()
+    path = tmp_path / "sub" / "semantic_ids.pt"
+    ids.save(path)
+    loaded = SemanticIds.load(path)
+    assert torch.equal(loaded.codes, ids.codes) and loaded.codes.dtype == torch.int64
+    assert (loaded.codebook_size, loaded.n_levels, loaded.n_codes) == (K, 3, 4)
+    assert loaded.item_keys == ids.item_keys and loaded.source == "ckpt.pt"
+    assert loaded.config == ids.config and loaded.metrics == {"a": 1.5}
+    assert os.listdir(path.parent) == ["semantic_ids.pt"]
+
+
+def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "semantic_ids.pt"
+    _artifact(5).save(path)
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        _artifact(9).save(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["semantic_ids.pt"]
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        SemanticIds.load(tmp_path / "missing.pt")
+    torch.save({"codes": torch.zeros(2, 4)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a semantic-ID artifact"):
+        SemanticIds.load(tmp_path / "other.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not a readable"):
+        SemanticIds.load(tmp_path / "garbage.pt")
+
+
+def test_artifact_validates_its_fields():
+    codes = append_collision_code(torch.tensor([[1, 2], [1, 2]]), K)
+    with pytest.raises(ValueError, match="item keys"):
+        SemanticIds(codes, K, 2, ["only-one"])
+    with pytest.raises(ValueError, match=r"int64 \[I, 3\]"):
+        SemanticIds(codes[:, :2], K, 2, ["a", "b"])
+    with pytest.raises(ValueError, match="outside"):
+        SemanticIds(codes, 2, 2, ["a", "b"])
+
+
+def test_lookup_maps_full_tuples_to_items():
+    ids = _artifact(30)
+    lookup = ids.lookup()
+    assert torch.equal(lookup_items(lookup, ids.codes), torch.arange(30))
+    batch = ids.codes[torch.tensor([[3, 7], [0, 29]])]  # [B=2, W=2, C]
+    assert lookup_items(lookup, batch).tolist() == [[3, 7], [0, 29]]
+    absent = torch.tensor([[0, 0, 0, 7], [-1, 0, 0, 0], [K, 0, 0, 0]])  # rank 7 never occurs with n=30
+    assert lookup_items(lookup, absent).tolist() == [-1, -1, -1]
+    assert tuple_keys(torch.tensor([1, 2, 3]), 10).item() == 123
+    empty = build_item_lookup(torch.zeros(0, 4, dtype=torch.long), K)
+    assert lookup_items(empty, ids.codes[:2]).tolist() == [-1, -1]

@@ -1,0 +1,194 @@
+"""Stage 1: item text embeddings -> RQ-VAE (or RQ-KMeans) -> semantic_ids.pt.
+
+    python train_rqvae.py configs/rqvae_amazon.gin [--gin "train.iterations = 1000"]
+
+Writes out/<stage>/<dataset>/<run>/: config.gin, checkpoint.pt, metrics.jsonl, metrics.json, semantic_ids.pt.
+Re-running the same command resumes from checkpoint.pt.
+"""
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import gin
+import torch
+from tqdm.auto import tqdm
+
+from data.embed import item_embeddings
+from data.registry import build_dataset
+from modules.rq_kmeans import RqKMeans
+from modules.rqvae import RqVae
+from modules.semantic_ids import SemanticIds, append_collision_code
+from modules.rqvae_metrics import codes_summary
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.cli import load_gin, operative_config, parse_args
+from training.guards import check_finite
+from training.logger import make_logger, write_json
+from training.run import BatchOrder, MetricSums, adamw, git_commit, machine, make_accelerator, run_dir
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv, "Train the RQ-VAE tokenizer and write semantic_ids.pt")
+    load_gin(args.configs, args.gin)
+    return train()
+
+
+def code_metrics(codes: torch.Tensor, codebook_size: int) -> dict[str, float]:
+    """Code statistics of [I, Q] codes under the rqvae/ namespace."""
+    return {f"rqvae/{k}": v for k, v in codes_summary(codes, codebook_size).items()}
+
+
+def split_items(n_items: int, eval_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded hold-out of items for the reconstruction eval: (train indices, eval indices)."""
+    is_eval = torch.rand(n_items, generator=torch.Generator().manual_seed(seed)) < eval_fraction
+    return (~is_eval).nonzero().squeeze(1), is_eval.nonzero().squeeze(1)
+
+
+def kmeans_sample(train_idx: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """A seeded random sample of at most n training items for the codebook initialisation."""
+    perm = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed + 1))
+    return train_idx[perm[:n]]
+
+
+def train_step(model, optimizer, x: torch.Tensor, accelerator) -> dict[str, torch.Tensor]:
+    with accelerator.autocast():
+        out = model(x)
+    accelerator.backward(out.loss)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    n_unique = torch.unique(out.codes, dim=0).shape[0]
+    return {
+        "train/loss": out.loss,
+        "rqvae/recon_loss": out.recon_loss,
+        "rqvae/commit_loss": out.quant_loss,
+        "rqvae/p_unique_ids": torch.as_tensor(n_unique / out.codes.shape[0]),
+    }
+
+
+@torch.inference_mode()
+def evaluate(model: RqVae, emb: torch.Tensor, eval_idx: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
+    """Held-out reconstruction/quantization loss and code statistics over every item."""
+    was_training = model.training
+    model.eval()
+    sums = MetricSums()
+    for rows in eval_idx.split(batch_size):
+        out = model(emb[rows])
+        sums.add({"eval/recon_loss": out.recon_loss, "eval/quant_loss": out.quant_loss})
+    codes = torch.cat([model.encode_codes(chunk) for chunk in emb.split(batch_size)])
+    model.train(was_training)
+    return {**sums.flush(), **code_metrics(codes.cpu(), model.codebook_size)}
+
+
+@gin.configurable
+def train(
+    out_dir: str = gin.REQUIRED,
+    tokenizer: str = "rqvae",
+    iterations: int = 400_000,
+    batch_size: int = 64,
+    log_every: int = 100,
+    eval_every: int = 5000,
+    ckpt_every: int = 5000,
+    eval_fraction: float = 0.05,
+    kmeans_items: int = 20_000,
+    seed: int = 42,
+    compile: bool = False,
+    use_wandb: bool = True,
+) -> dict[str, float]:
+    """Step-based training loop (loop settings only; model sizes live on RqVae / RqKMeans)."""
+    if tokenizer not in ("rqvae", "rq_kmeans"):
+        raise ValueError(f"train.tokenizer must be 'rqvae' or 'rq_kmeans', got {tokenizer!r}")
+    torch.manual_seed(seed)
+    accelerator = make_accelerator()
+    run = run_dir(out_dir)
+    dataset = build_dataset()
+    emb = item_embeddings(dataset).float()  # [I, E]
+    train_idx, eval_idx = split_items(len(emb), eval_fraction, seed)
+    init_idx = kmeans_sample(train_idx, kmeans_items, seed)
+    if tokenizer == "rq_kmeans":
+        return fit_rq_kmeans(run, dataset, emb, init_idx, seed)
+
+    model = RqVae(input_dim=emb.shape[1])
+    optimizer = adamw(model.parameters())
+    ckpt, start = run / "checkpoint.pt", 0
+    if ckpt.exists():
+        start = load_checkpoint(ckpt, model=model, optimizer=optimizer)["step"]
+        tqdm.write(f"resumed from {ckpt} at step {start}")
+    else:
+        t0 = time.perf_counter()
+        model.kmeans_init(emb[init_idx], generator=torch.Generator().manual_seed(seed))
+        tqdm.write(f"k-means init on {len(init_idx)} items: {time.perf_counter() - t0:.2f} s")
+    config = operative_config()
+    (run / "config.gin").write_text(config)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    step_model = torch.compile(model) if compile else model
+    emb_train = emb[train_idx].to(accelerator.device)
+    order = BatchOrder(len(train_idx), batch_size, seed, accelerator.process_index, accelerator.num_processes)
+    logger = make_logger(run, "tiger-rqvae", {"gin": config}, use_wandb, accelerator.is_main_process)
+    sums, t_log, metrics = MetricSums(), time.perf_counter(), {}
+    for step in tqdm(range(start, iterations), initial=start, total=iterations, disable=not sys.stderr.isatty()):
+        x = emb_train[order.indices(step).to(accelerator.device)]
+        sums.add(train_step(step_model, optimizer, x, accelerator))
+        done = step + 1
+        if done % log_every == 0 or done == iterations:
+            metrics = sums.flush()
+            check_finite(metrics, done, run)
+            metrics["perf/steps_per_s"] = log_every / (time.perf_counter() - t_log)
+            metrics["train/lr"] = optimizer.param_groups[0]["lr"]
+            if done % eval_every == 0 or done == iterations:
+                metrics.update(evaluate(accelerator.unwrap_model(model), emb.to(accelerator.device), eval_idx))
+            logger.log(metrics, done)
+            t_log = time.perf_counter()
+        if (done % ckpt_every == 0 or done == iterations) and accelerator.is_main_process:
+            save_checkpoint(ckpt, model=accelerator.unwrap_model(model), optimizer=optimizer, step=done, config=config)
+    final = write_artifact(run, dataset, accelerator.unwrap_model(model), emb, str(ckpt), config)
+    summary = {**metrics, **final, "iterations": iterations, "commit": git_commit(), "machine": machine()}
+    if accelerator.is_main_process:
+        write_json(run / "metrics.json", summary)
+    logger.close()
+    return summary
+
+
+def fit_rq_kmeans(run: Path, dataset, emb: torch.Tensor, init_idx: torch.Tensor, seed: int) -> dict[str, float]:
+    """RQ-KMeans: residual k-means on the embeddings, no gradient training; same artifact as the RQ-VAE."""
+    model = RqKMeans(input_dim=emb.shape[1])
+    t0 = time.perf_counter()
+    model.fit(emb[init_idx], generator=torch.Generator().manual_seed(seed))
+    config = operative_config()
+    (run / "config.gin").write_text(config)
+    save_checkpoint(run / "checkpoint.pt", model=model, optimizer=None, step=0, config=config)
+    final = write_artifact(run, dataset, model, emb, str(run / "checkpoint.pt"), config)
+    summary = {**final, "perf/fit_s": time.perf_counter() - t0, "commit": git_commit(), "machine": machine()}
+    write_json(run / "metrics.json", summary)
+    return summary
+
+
+@torch.inference_mode()
+def write_artifact(run: Path, dataset, model, emb: torch.Tensor, source: str, config: str) -> dict[str, float]:
+    """Codes for every item in eval mode + collision code -> semantic_ids.pt; returns the code metrics."""
+    model.eval()
+    device = next(iter(model.buffers()), emb).device
+    codes = torch.cat([model.encode_codes(chunk.to(device)).cpu() for chunk in emb.split(4096)])  # [I, Q]
+    metrics = code_metrics(codes, model.codebook_size)
+    full = append_collision_code(codes, model.codebook_size)  # [I, C]
+    artifact = SemanticIds(
+        codes=full,
+        codebook_size=model.codebook_size,
+        n_levels=codes.shape[1],
+        item_keys=list(dataset.item_keys),
+        source=source,
+        config=config,
+        metrics=metrics,
+    )
+    artifact.save(run / "semantic_ids.pt")
+    tqdm.write(f"wrote {run / 'semantic_ids.pt'}: codes {tuple(full.shape)}, " + _summary_line(metrics))
+    return metrics
+
+
+def _summary_line(metrics: dict[str, float]) -> str:
+    keys = ("rqvae/p_unique_ids", "rqvae/collision_rate", "rqvae/max_collision_group")
+    return ", ".join(f"{k.split('/')[1]} {metrics[k]:.4g}" for k in keys if k in metrics)
+
+
+if __name__ == "__main__":
+    main()

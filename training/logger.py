@@ -1,0 +1,90 @@
+"""Run logging: metrics.jsonl always, wandb when installed (offline unless WANDB_MODE says otherwise)."""
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+
+class Logger(Protocol):
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlLogger:
+    """Appends every logged dict to `<run_dir>/metrics.jsonl` as one line with its step."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.file = self.path.open("a", encoding="utf-8")
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class WandbLogger:
+    """wandb run, offline by default so tests and CI never touch the network."""
+
+    def __init__(self, run_dir: Path, project: str, config: dict[str, Any], resume_id: str | None):
+        import wandb
+
+        os.environ.setdefault("WANDB_MODE", "offline")
+        self.run = wandb.init(
+            project=project, dir=str(run_dir), config=config, id=resume_id, resume="allow" if resume_id else None
+        )
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.run.log(metrics, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class MultiLogger:
+    def __init__(self, loggers: list[Logger]):
+        self.loggers = loggers
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for logger in self.loggers:
+            logger.log(metrics, step)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+
+def make_logger(run_dir: Path, project: str, config: dict[str, Any], use_wandb: bool, is_main: bool) -> Logger:
+    """metrics.jsonl + optional wandb on the main process; a no-op logger elsewhere."""
+    if not is_main:
+        return MultiLogger([])
+    loggers: list[Logger] = [JsonlLogger(run_dir)]
+    if use_wandb:
+        try:
+            loggers.append(WandbLogger(run_dir, project, config, resume_id=_wandb_id(run_dir)))
+        except ImportError:
+            tqdm.write("wandb is not installed: logging to metrics.jsonl only")
+    return MultiLogger(loggers)
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """A stable wandb run id per run directory, so a resumed run continues the same curves."""
+    id_file = Path(run_dir) / "wandb_id.txt"
+    if not id_file.exists():
+        import wandb
+
+        id_file.write_text(wandb.util.generate_id())
+    return id_file.read_text().strip()
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic JSON write."""
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)

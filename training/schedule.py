@@ -1,0 +1,28 @@
+"""Learning-rate schedules as pure functions of the step: multiplier of the base LR."""
+
+import math
+
+import gin
+
+
+@gin.configurable
+def constant(step: int) -> float:
+    return 1.0
+
+
+@gin.configurable(denylist=["step"])
+def inverse_sqrt(step: int, warmup_steps: int = 10_000, ramp: bool = False) -> float:
+    """Reference schedule: flat base LR up to `warmup_steps` (ramp=False, the reference) or a linear ramp
+    (ramp=True, the paper's warm-up), then base · sqrt(warmup_steps / step)."""
+    if step <= warmup_steps:
+        return (step + 1) / warmup_steps if ramp else 1.0
+    return math.sqrt(warmup_steps / step)
+
+
+@gin.configurable(denylist=["step"])
+def warmup_cosine(step: int, total_steps: int = gin.REQUIRED, warmup_steps: int = 1000, final: float = 0.0) -> float:
+    """Linear warm-up to the base LR, then cosine decay to `final` · base at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
