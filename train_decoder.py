@@ -65,7 +65,7 @@ def eval_loader(dataset, split: str, batch_size: int, max_users: int | None) -> 
     return DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=data.collate)
 
 
-@gin.configurable
+@gin.configurable("train_decoder")
 def train(
     out_dir: str = gin.REQUIRED,
     semantic_ids: str = gin.REQUIRED,

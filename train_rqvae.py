@@ -80,7 +80,7 @@ def evaluate(model: RqVae, emb: torch.Tensor, eval_idx: torch.Tensor, batch_size
     return {**sums.flush(), **code_metrics(codes.cpu(), model.codebook_size)}
 
 
-@gin.configurable
+@gin.configurable("train_rqvae")
 def train(
     out_dir: str = gin.REQUIRED,
     tokenizer: str = "rqvae",

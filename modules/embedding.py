@@ -3,10 +3,10 @@
 Token ids. Level l ∈ [0, C), code c ∈ [0, K) is token `l·K + c` (`token_id`, the one mapping); padding
 (code -1) is token -1 there, and `SemIdEmbedder` sends it to its own zero row C·K (never to a wrapped index).
 
-Positions. `history_grid` numbers history items from the NEWEST one: the most recent item always has position
-0, the one before it 1, and so on. The reference numbered tokens from the oldest item of a left-aligned window,
-so the newest item's position depended on the history length and differed between short training windows
-and full test histories; counting from the newest item removes that mismatch.
+Positions. `history_grid` numbers history items from the NEWEST one: the most recent item always has
+position 0, the one before it 1, and so on. The reference numbered tokens from the oldest item of a
+left-aligned window, so the newest item's position depended on the history length and differed between
+short training windows and full test histories; counting from the newest item removes that mismatch.
 """
 
 from typing import NamedTuple

@@ -24,7 +24,7 @@ from torch import nn
 from modules.embedding import SemIdEmbedder, UserIdEmbedder, history_grid
 from modules.tokens import TokenBatch
 from modules.transformer import BlockConfig, Decoder, Dropout, Encoder, make_norm
-from ops.jagged import LengthGroups, length_groups, pack, unpack, valid_mask
+from ops.jagged import LengthGroups, length_groups, pack
 
 
 class ModelOutput(NamedTuple):
@@ -38,14 +38,14 @@ class ModelOutput(NamedTuple):
 class DecodeState(NamedTuple):
     """Incremental-decoding state (see `RetrievalModel.start/step/reorder`).
 
-    cross_k, cross_v: [L, B, H, S, Dh] cross-attention K/V of the encoder output, one copy per user (padded);
-    key_mask: [B, S] bool, True at valid encoder tokens; self_k, self_v: [L, R, H, t, Dh] decoder self-attention
-    cache of the t positions fed so far; row_user: [R] int64, the user of each decoding row.
+    memory: [L, 2, T, H, Dh] cross-attention K/V of every decoder layer over the packed encoder tokens, one
+    copy per user (users sorted by length, `groups`); groups: LengthGroups of the B users (tensors and ints);
+    self_k, self_v: [L, R, H, t, Dh] decoder self-attention cache of the t positions fed so far;
+    row_user: [R] int64, the user (original batch row) of each decoding row.
     """
 
-    cross_k: torch.Tensor
-    cross_v: torch.Tensor
-    key_mask: torch.Tensor
+    memory: torch.Tensor
+    groups: LengthGroups
     self_k: torch.Tensor
     self_v: torch.Tensor
     row_user: torch.Tensor
@@ -73,9 +73,9 @@ class InputProjection(nn.Module):
 class RetrievalModel(nn.Module):
     """Encoder-decoder over semantic IDs. codebook_size K and n_levels C come from the semantic-ID artifact.
 
-    head_dim: per-head width Dh (None -> d_model // n_heads). user_buckets: hashed user-id buckets, 0 = no user
-    token. max_items: history items the position table covers (N ≤ max_items). Defaults: reference config
-    (embed 128 -> d_model 512, 8 heads, 4+4 layers, FFN 1024, dropout 0.15, no attention dropout).
+    head_dim: per-head width Dh (None -> d_model // n_heads). user_buckets: hashed user-id buckets, 0 = no
+    user token. max_items: history items the position table covers (N ≤ max_items). Defaults: reference
+    config (embed 128 -> d_model 512, 8 heads, 4+4 layers, FFN 1024, dropout 0.15, no attention dropout).
     """
 
     def __init__(
@@ -154,24 +154,16 @@ class RetrievalModel(nn.Module):
         return ModelOutput(loss_per_level.sum(), loss_per_level, logits[groups.inverse])
 
     def start(self, batch: TokenBatch) -> DecodeState:
-        """Run the encoder once for B rows; precompute each decoder layer's cross-attention K/V per user."""
+        """Run the encoder once for B rows; precompute every decoder layer's cross-attention K/V per user."""
         enc, groups = self._encode(batch)
-        max_len = groups.max_len
-
-        def per_user(t: torch.Tensor) -> torch.Tensor:  # [T, H, Dh] sorted, packed -> [B, H, S, Dh]
-            return rearrange(unpack(t, groups.offsets, max_len)[groups.inverse], "b s h d -> b h s d")
-
-        memory = self.decoder.memory(enc)
-        cross_k = torch.stack([per_user(k) for k, _ in memory])  # [L, B, H, S, Dh]
-        cross_v = torch.stack([per_user(v) for _, v in memory])
-        key_mask = valid_mask(groups.lengths, max_len)[groups.inverse]  # [B, S]
-        n_layers, batch_size, n_heads, _, head_dim = cross_k.shape
-        empty = cross_k.new_zeros(n_layers, batch_size, n_heads, 0, head_dim)
-        row_user = torch.arange(batch_size, device=cross_k.device)
-        return DecodeState(cross_k, cross_v, key_mask, empty, empty, row_user)
+        memory = self.decoder.memory(enc)  # [L, 2, T, H, Dh]
+        n_layers, _, _, n_heads, head_dim = memory.shape
+        empty = memory.new_zeros(n_layers, len(groups.order), n_heads, 0, head_dim)
+        row_user = torch.arange(len(groups.order), device=memory.device)
+        return DecodeState(memory, groups, empty, empty, row_user)
 
     def step(self, state: DecodeState, codes: torch.Tensor | None) -> tuple[torch.Tensor, DecodeState]:
-        """Feed the code chosen at level t-1 (None at t = 0: BOS) -> (logits [R, K] of level t, next state)."""
+        """Feed the code chosen at level t-1 (None at t = 0: BOS) -> (logits [R, K] of level t, state)."""
         t = state.level
         if t >= self.n_levels or (codes is None) != (t == 0):
             raise ValueError(
@@ -180,22 +172,26 @@ class RetrievalModel(nn.Module):
         n_rows = state.row_user.shape[0]
         x = self.bos.expand(n_rows, -1) if codes is None else self.codes(t - 1, codes)  # [R, E]
         x = self.decoder_input(x + self.target_level.weight[t])  # [R, D]
-        h, self_k, self_v = self.decoder.step(x, state.self_k, state.self_v, *self._cross_for_rows(state))
+        h, self_k, self_v = self.decoder.step(x, state.self_k, state.self_v, *self._memory_for_rows(state))
         logits = (h @ self.head[t].T).float()  # [R, K]
         return logits, state._replace(self_k=self_k, self_v=self_v)
 
     @staticmethod
-    def _cross_for_rows(state: DecodeState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cross K/V laid out as U memory rows with R / U consecutive decoding rows each. When rows are
-        user-major (row r belongs to user r // G, the beam-search layout) the per-user copy is used as is;
-        otherwise K/V are gathered per row (a copy). One small host sync to tell the two apart."""
-        n_users, n_rows = state.key_mask.shape[0], state.row_user.shape[0]
+    def _memory_for_rows(state: DecodeState) -> tuple[torch.Tensor, LengthGroups]:
+        """Cross-attention memory for the decoding rows. User-major rows (row r belongs to user r // G: the
+        beam-search layout) share the per-user memory as is; any other layout gets a per-row copy. One small
+        host sync tells the two apart."""
+        n_users, n_rows = len(state.groups.order), len(state.row_user)
         if n_rows % n_users == 0:
             users = torch.arange(n_users, device=state.row_user.device)
             if torch.equal(state.row_user, users.repeat_interleave(n_rows // n_users)):
-                return state.cross_k, state.cross_v, state.key_mask
-        rows = state.row_user
-        return state.cross_k[:, rows], state.cross_v[:, rows], state.key_mask[rows]
+                return state.memory, state.groups
+        slot = state.groups.inverse[state.row_user]  # [R] sorted slot of each row's user
+        row_groups = length_groups(state.groups.lengths[slot])
+        starts = state.groups.offsets[slot[row_groups.order]]  # [R] first token of each (sorted) row's user
+        offsets = torch.arange(row_groups.max_len, device=starts.device)
+        token = pack(starts.unsqueeze(1) + offsets, row_groups.lengths)  # [T_rows] into the packed memory
+        return state.memory[:, :, token], row_groups
 
     @staticmethod
     def reorder(state: DecodeState, index: torch.Tensor) -> DecodeState:

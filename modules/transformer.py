@@ -165,11 +165,6 @@ class CrossAttention(nn.Module):
     def _p(self) -> float:
         return self.attn_dropout if self.training else 0.0
 
-    def memory(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """enc: [T, D] (or [*, D]) -> (k, v), each [T, H, Dh]."""
-        k, v = rearrange(self.kv(enc), "... (two h d) -> two ... h d", two=2, h=self.n_heads)
-        return k, v
-
     def forward_grouped(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: LengthGroups):
         """x: [B, Tq, D] rows in groups' order; k, v: [T, H, Dh] packed encoder memory -> [B, Tq, D]."""
         batch, n_queries, _ = x.shape
@@ -178,12 +173,13 @@ class CrossAttention(nn.Module):
         out = grouped_attention(q, k, v, groups.rows, q_sizes, groups.sizes, self._p())
         return self.out(rearrange(out, "(b s) h d -> b s (h d)", b=batch))
 
-    def forward_step(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor):
-        """x: [R, D], R = U·G rows, G consecutive rows per memory row u; k, v: [U, H, S, Dh] padded;
-        key_mask: [U, S] bool (True = valid) -> [R, D]. The G rows share one copy of their memory."""
-        q = rearrange(self.q(x), "(u g) (h d) -> u h g d", u=k.shape[0], h=self.n_heads)
-        out = attention(q, k, v, key_mask=key_mask, dropout_p=self._p())  # [U, H, G, Dh]
-        return self.out(rearrange(out, "u h g d -> (u g) (h d)"))
+    def forward_step(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: LengthGroups):
+        """x: [R, D], R = B·G rows, user-major (row r belongs to memory row r // G, original order);
+        k, v: [T, H, Dh] packed memory of the B rows in groups' order -> [R, D].
+        The G rows of a memory row attend to one shared copy of it (no per-row K/V)."""
+        x = rearrange(x, "(b g) d -> b g d", b=len(groups.order))[groups.order]  # [B, G, D], sorted
+        out = self.forward_grouped(x, k, v, groups)[groups.inverse]  # [B, G, D], original order
+        return rearrange(out, "b g d -> (b g) d")
 
 
 class _Block(nn.Module):
@@ -220,18 +216,18 @@ class DecoderLayer(_Block):
         self.self_norm, self.cross_norm, self.ffn_norm = (make_norm(cfg.norm, cfg.dim) for _ in range(3))
 
     def forward(self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor], groups: LengthGroups):
-        """x: [B, T, D] rows in groups' order; memory: (k, v) [T_enc, H, Dh] -> [B, T, D]."""
+        """x: [B, T, D] rows in groups' order; memory: (k, v), each [T_enc, H, Dh] -> [B, T, D]."""
         x = self._out(x, self.self_attn.forward_causal(self._in(x, self.self_norm)), self.self_norm)
         y = self.cross_attn.forward_grouped(self._in(x, self.cross_norm), *memory, groups)
         x = self._out(x, y, self.cross_norm)
         return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm)
 
-    def step(self, x, past_k, past_v, cross_k, cross_v, key_mask):
-        """x: [R, D]; past_k/v: [R, H, t, Dh]; cross_k/v: [U, H, S, Dh]; key_mask: [U, S]
+    def step(self, x, past_k, past_v, memory, groups: LengthGroups):
+        """x: [R, D] user-major; past_k/v: [R, H, t, Dh]; memory: (k, v) [T_enc, H, Dh]
         -> (x [R, D], k [R, H, t+1, Dh], v [R, H, t+1, Dh])."""
         y, k, v = self.self_attn.forward_step(self._in(x, self.self_norm), past_k, past_v)
         x = self._out(x, y, self.self_norm)
-        y = self.cross_attn.forward_step(self._in(x, self.cross_norm), cross_k, cross_v, key_mask)
+        y = self.cross_attn.forward_step(self._in(x, self.cross_norm), *memory, groups)
         x = self._out(x, y, self.cross_norm)
         return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm), k, v
 
@@ -258,22 +254,34 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(n_layers))
         self.norm = make_norm(cfg.norm, cfg.dim)
 
-    def memory(self, enc: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """enc: [T, D] encoder output -> per layer (k, v), each [T, H, Dh]; computed once per batch."""
-        return [layer.cross_attn.memory(enc) for layer in self.layers]
+    def memory(self, enc: torch.Tensor) -> torch.Tensor:
+        """enc: [T, D] encoder output -> cross-attention K/V of every layer, [L, 2, T, H, Dh] (a view of one
+        GEMM with the layers' kv weights stacked); computed once per batch."""
+        weight = torch.cat([layer.cross_attn.kv.weight for layer in self.layers])  # [L·2·H·Dh, D]
+        n_heads = self.layers[0].cross_attn.n_heads
+        return rearrange(
+            F.linear(enc, weight), "t (l two h d) -> l two t h d", l=len(self.layers), two=2, h=n_heads
+        )
 
-    def forward(self, x: torch.Tensor, memory: list, groups: LengthGroups) -> torch.Tensor:
-        """Teacher-forced. x: [B, T, D] rows in groups' order -> [B, T, D]."""
-        for layer, mem in zip(self.layers, memory):
-            x = layer(x, mem, groups)
+    @staticmethod
+    def _per_layer(memory: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        # unbind (not indexing): its backward is one stack, not a zero-filled full-size gradient per view
+        return [kv.unbind(0) for kv in memory.unbind(0)]
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, groups: LengthGroups) -> torch.Tensor:
+        """Teacher-forced. x: [B, T, D] rows in groups' order; memory: [L, 2, T_enc, H, Dh] -> [B, T, D]."""
+        for layer, kv in zip(self.layers, self._per_layer(memory)):
+            x = layer(x, kv, groups)
         return self.norm(x)
 
-    def step(self, x, past_k, past_v, cross_k, cross_v, key_mask):
-        """x: [R, D]; past_k/v: [L, R, H, t, Dh]; cross_k/v: [L, U, H, S, Dh]; key_mask: [U, S]
+    def step(self, x, past_k, past_v, memory: torch.Tensor, groups: LengthGroups):
+        """x: [R, D] user-major; past_k/v: [L, R, H, t, Dh]; memory: [L, 2, T_enc, H, Dh]
         -> (out [R, D], k [L, R, H, t+1, Dh], v [L, R, H, t+1, Dh])."""
         ks, vs = [], []
-        for i, layer in enumerate(self.layers):
-            x, k, v = layer.step(x, past_k[i], past_v[i], cross_k[i], cross_v[i], key_mask)
+        for layer, pk, pv, kv in zip(
+            self.layers, past_k.unbind(0), past_v.unbind(0), self._per_layer(memory)
+        ):
+            x, k, v = layer.step(x, pk, pv, kv, groups)
             ks.append(k)
             vs.append(v)
         return self.norm(x), torch.stack(ks), torch.stack(vs)

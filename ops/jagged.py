@@ -2,14 +2,15 @@
 
 A jagged batch of B rows has two forms:
 - padded (canonical): `[B, S, ...]` plus `lengths [B]`; row b is valid at positions `s < lengths[b]`;
-- packed: `values [T, ...]` with T = Σ lengths plus `offsets [B+1]`; row b owns `values[offsets[b]:offsets[b+1]]`.
+- packed: `values [T, ...]` with T = Σ lengths plus `offsets [B+1]`; row b owns
+  `values[offsets[b]:offsets[b+1]]`.
 
 `valid_mask` is the one place a padding mask is derived (True = valid).
 
-Fast path: `LengthGroups`. The transformer sorts rows by length (stable) and packs them in that order; runs of
-rows with equal length are then contiguous, dense blocks `[rows, length, ...]` of the packed values, free to view.
-Position-wise layers run on the packed values (no padding FLOPs) and attention runs per block with no mask at all
-(ops/attention.py). `length_groups` reads the lengths on the host once per batch; nothing else syncs.
+Fast path: `LengthGroups`. The transformer sorts rows by length (stable) and packs them in that order;
+runs of rows with equal length are then contiguous, dense blocks `[rows, length, ...]` of the packed values,
+free to view. Position-wise layers run on the packed values (no padding FLOPs) and attention runs per block
+with no mask at all (ops/attention.py). `length_groups` reads the lengths on the host once per batch.
 """
 
 from typing import NamedTuple

@@ -127,8 +127,8 @@ def test_beam_layout_shares_cross_attention_memory():
     _, state = model.step(state, None)
     rows = torch.arange(5).repeat_interleave(width)  # user-major, as in beam search
     state = model.reorder(state, rows)
-    cross, _, _ = model._cross_for_rows(state)
-    assert cross.data_ptr() == state.cross_k.data_ptr()  # one copy per user, not per beam
+    memory, _ = model._memory_for_rows(state)
+    assert memory is state.memory  # one copy per user, not per beam
     codes = torch.randint(0, K, (5 * width,))
     logits, _ = model.step(state, codes)
     target = batch.target[rows].clone()

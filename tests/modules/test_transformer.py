@@ -17,7 +17,7 @@ from modules.transformer import (
     make_norm,
 )
 from ops.attention import naive_attention
-from ops.jagged import length_groups, pack
+from ops.jagged import length_groups
 
 D, H = 16, 2
 CFG = BlockConfig(dim=D, n_heads=H, head_dim=8, ffn_dim=32)
@@ -115,22 +115,16 @@ def test_cross_attention_grouped_and_step_equal_per_row_mha():
     attn = CrossAttention(CFG)
     rows = _rows([2, 4, 2])
     enc, groups = _packed(rows)
-    queries = torch.randn(3, 4, D)  # [B, C, D], in groups' order
-    k, v = attn.memory(enc)
-    out = attn.forward_grouped(queries, k, v, groups)
-    expected = [
-        _mha_reference(attn, queries[j], rows[i], attn.q.weight, attn.kv.weight)
-        for j, i in enumerate(groups.order.tolist())
-    ]
-    assert_close(out, torch.stack(expected))
-    # step: 2 rows per memory row, padded memory with a key mask
-    padded = torch.zeros(3, 4, D)
-    for j, i in enumerate(groups.order.tolist()):
-        padded[j, : len(rows[i])] = rows[i]
-    mask = torch.arange(4) < groups.lengths.unsqueeze(1)
-    pk, pv = (rearrange(t, "b s h d -> b h s d") for t in attn.memory(padded))
-    step = attn.forward_step(rearrange(queries[:, :2], "b g d -> (b g) d"), pk, pv, mask)
-    assert_close(step, rearrange(out[:, :2], "b g d -> (b g) d"))
+    k, v = rearrange(attn.kv(enc), "t (two h d) -> two t h d", two=2, h=H)
+    queries = torch.randn(3, 4, D)  # [B, C, D], original row order
+    out = attn.forward_grouped(queries[groups.order], k, v, groups)  # rows in groups' order
+    expected = torch.stack(
+        [_mha_reference(attn, queries[i], rows[i], attn.q.weight, attn.kv.weight) for i in range(3)]
+    )
+    assert_close(out, expected[groups.order])
+    # step: rows user-major in original order, G = 4 rows per user sharing one memory copy
+    step = attn.forward_step(rearrange(queries, "b g d -> (b g) d"), k, v, groups)
+    assert_close(step, rearrange(expected, "b g d -> (b g) d"))
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
@@ -165,23 +159,22 @@ def test_decoder_cached_steps_equal_teacher_forcing(norm_first):
     enc, groups = _packed(rows)
     x = torch.randn(3, 4, D)
     full = decoder(x, decoder.memory(enc), groups)
-    padded = pack_to_padded(enc, groups)
-    memory = decoder.memory(padded)  # per layer (k, v) [B, S, H, Dh]
-    cross_k = torch.stack([rearrange(k, "b s h d -> b h s d") for k, _ in memory])
-    cross_v = torch.stack([rearrange(v, "b s h d -> b h s d") for _, v in memory])
-    mask = torch.arange(padded.shape[1]) < groups.lengths.unsqueeze(1)
+    x_users = x[groups.inverse]  # step rows are users in original order
     k = v = torch.zeros(2, 3, H, 0, 6)
     for t in range(4):
-        out, k, v = decoder.step(x[:, t], k, v, cross_k, cross_v, mask)
-        assert_close(out, full[:, t])
+        out, k, v = decoder.step(x_users[:, t], k, v, decoder.memory(enc), groups)
+        assert k.shape == (2, 3, H, t + 1, 6)
+        assert_close(out, full[groups.inverse, t])
 
 
-def pack_to_padded(values, groups):
-    padded = torch.zeros(len(groups.lengths), groups.max_len, values.shape[-1])
-    mask = torch.arange(groups.max_len) < groups.lengths.unsqueeze(1)
-    padded[mask] = values
-    assert_close(pack(padded, groups.lengths), values)
-    return padded
+def test_decoder_memory_is_each_layers_kv_projection():
+    decoder = Decoder(2, CFG)
+    enc = torch.randn(7, D)
+    memory = decoder.memory(enc)
+    for i, layer in enumerate(decoder.layers):
+        k, v = rearrange(layer.cross_attn.kv(enc), "t (two h d) -> two t h d", two=2, h=H)
+        assert_close(memory[i, 0], k)
+        assert_close(memory[i, 1], v)
 
 
 def test_dropout_config_reaches_every_block():

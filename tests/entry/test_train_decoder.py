@@ -1,0 +1,76 @@
+import json
+
+import pytest
+import torch
+
+import train_decoder
+import train_rqvae
+from training.guards import NonFiniteLossError
+
+
+@pytest.fixture(scope="module")
+def semantic_ids(tmp_path_factory, embed_cache):
+    out = tmp_path_factory.mktemp("rqvae")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIGER_CACHE_DIR", str(embed_cache))
+        train_rqvae.main(["configs/rqvae_debug.gin", "--gin", f'train_rqvae.out_dir = "{out}"'])
+    return out / "semantic_ids.pt"
+
+
+def run(out_dir, semantic_ids, *bindings):
+    extra = sum([["--gin", b] for b in bindings], [])
+    args = [
+        "--gin",
+        f'train_decoder.out_dir = "{out_dir}"',
+        "--gin",
+        f'train_decoder.semantic_ids = "{semantic_ids}"',
+        *extra,
+    ]
+    return train_decoder.main(["configs/decoder_debug.gin", *args])
+
+
+def rows(out_dir):
+    return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_decreases_and_metrics_written(tmp_path, semantic_ids):
+    summary = run(tmp_path, semantic_ids, "train_decoder.iterations = 80", "adamw.lr = 0.003")
+    curve = {r["step"]: r["train/loss"] for r in rows(tmp_path) if "train/loss" in r}
+    assert curve[80] < curve[10]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("test/recall@10", "test/ndcg@10", "pop/recall@10", "best_valid"):
+        assert key in saved and key in summary
+    assert 0.0 <= saved["test/recall@10"] <= 1.0
+    assert any("valid/recall@10" in r for r in rows(tmp_path))
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "config.gin").exists()
+
+
+def test_resume_equals_uninterrupted(tmp_path, semantic_ids):
+    run(tmp_path / "full", semantic_ids)
+    run(tmp_path / "split", semantic_ids, "train_decoder.iterations = 20")
+    run(tmp_path / "split", semantic_ids)
+    full = {r["step"]: r for r in rows(tmp_path / "full") if "train/loss" in r}
+    split = {r["step"]: r for r in rows(tmp_path / "split") if "train/loss" in r}
+    for step in (30, 40):
+        assert split[step]["train/loss"] == pytest.approx(full[step]["train/loss"], rel=1e-5)
+    assert split[40]["valid/recall@10"] == pytest.approx(full[40]["valid/recall@10"])
+
+
+def test_nan_guard_keeps_checkpoint(tmp_path, semantic_ids, monkeypatch):
+    run(tmp_path, semantic_ids, "train_decoder.iterations = 10")
+    real_step, calls = train_decoder.train_step, []
+
+    def poisoned_step(*args):
+        metrics = real_step(*args)
+        calls.append(1)
+        return {**metrics, "train/loss": metrics["train/loss"] * float("nan")} if len(calls) > 3 else metrics
+
+    monkeypatch.setattr(train_decoder, "train_step", poisoned_step)
+    with pytest.raises(NonFiniteLossError, match="step 20"):
+        run(tmp_path, semantic_ids, "train_decoder.iterations = 30")
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 10
+
+
+def test_artifact_for_other_items_is_rejected(tmp_path, semantic_ids):
+    with pytest.raises(ValueError, match="different item list"):
+        run(tmp_path, semantic_ids, "load_synthetic.n_items = 150")
