@@ -38,9 +38,9 @@ class ModelOutput(NamedTuple):
 class DecodeState(NamedTuple):
     """Incremental-decoding state (see `RetrievalModel.start/step/reorder`).
 
-    memory: [L, 2, T, H, Dh] cross-attention K/V of every decoder layer over the packed encoder tokens, one
+    memory: [T, L, 2, H, Dh] cross-attention K/V of every decoder layer over the packed encoder tokens, one
     copy per user (users sorted by length, `groups`); groups: LengthGroups of the B users (tensors and ints);
-    self_k, self_v: [L, R, H, t, Dh] decoder self-attention cache of the t positions fed so far;
+    self_k, self_v: [R, L, H, t, Dh] decoder self-attention cache of the t positions fed so far;
     row_user: [R] int64, the user (original batch row) of each decoding row.
     """
 
@@ -156,9 +156,9 @@ class RetrievalModel(nn.Module):
     def start(self, batch: TokenBatch) -> DecodeState:
         """Run the encoder once for B rows; precompute every decoder layer's cross-attention K/V per user."""
         enc, groups = self._encode(batch)
-        memory = self.decoder.memory(enc)  # [L, 2, T, H, Dh]
-        n_layers, _, _, n_heads, head_dim = memory.shape
-        empty = memory.new_zeros(n_layers, len(groups.order), n_heads, 0, head_dim)
+        memory = self.decoder.memory(enc)  # [T, L, 2, H, Dh]
+        _, n_layers, _, n_heads, head_dim = memory.shape
+        empty = memory.new_zeros(len(groups.order), n_layers, n_heads, 0, head_dim)
         row_user = torch.arange(len(groups.order), device=memory.device)
         return DecodeState(memory, groups, empty, empty, row_user)
 
@@ -191,11 +191,13 @@ class RetrievalModel(nn.Module):
         starts = state.groups.offsets[slot[row_groups.order]]  # [R] first token of each (sorted) row's user
         offsets = torch.arange(row_groups.max_len, device=starts.device)
         token = pack(starts.unsqueeze(1) + offsets, row_groups.lengths)  # [T_rows] into the packed memory
-        return state.memory[:, :, token], row_groups
+        return state.memory[token], row_groups
 
     @staticmethod
     def reorder(state: DecodeState, index: torch.Tensor) -> DecodeState:
         """index: [R'] int64 rows of `state` to keep (repeats allowed) -> state with R' rows."""
         return state._replace(
-            self_k=state.self_k[:, index], self_v=state.self_v[:, index], row_user=state.row_user[index]
+            self_k=state.self_k.index_select(0, index),
+            self_v=state.self_v.index_select(0, index),
+            row_user=state.row_user.index_select(0, index),
         )

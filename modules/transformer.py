@@ -71,7 +71,7 @@ class RMSNorm(nn.RMSNorm):
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:
-    """ "rms" -> RMSNorm, "layer" -> LayerNorm without bias; eps 1e-6."""
+    """Norm by name: "rms" -> RMSNorm, "layer" -> LayerNorm without bias; eps 1e-6."""
     if kind == "rms":
         return RMSNorm(dim, eps=1e-6)
     if kind == "layer":
@@ -79,17 +79,34 @@ def make_norm(kind: str, dim: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}: expected 'rms' or 'layer'")
 
 
+class _DropoutFunction(torch.autograd.Function):
+    """Inverted dropout whose keep decision compares 16 random bits per element with round(p·2¹⁶) - 2¹⁵
+    (p resolved to 1/65536); saves the scaled keep mask for the backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        n = x.numel()
+        words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+        keep = words.view(torch.int16)[:n].view(x.shape) >= round(p * 65536) - 32768  # int16 uniform
+        scale = keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+        ctx.save_for_backward(scale)
+        return x * scale
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (scale,) = ctx.saved_tensors
+        return grad * scale, None
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout. On CPU the keep decision compares 16 random bits per element with round(p·2¹⁶)
-    (p resolved to 1/65536) — several times faster than F.dropout's per-element Bernoulli sampling there."""
+    """Inverted dropout. On CPU `_DropoutFunction` (2.3x faster than F.dropout there, whose per-element
+    Bernoulli sampling dominates: 14 vs 32 ms fwd+bwd for [7772, 512] on one Zen 4 core); F.dropout
+    elsewhere. Draws from torch's default generator, so torch.manual_seed makes it reproducible."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
-    words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
-    bits = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform in [-2¹⁵, 2¹⁵)
-    drop = bits < round(p * 65536) - 32768
-    return x.masked_fill(drop, 0.0) * (1.0 / (1.0 - p))
+    return _DropoutFunction.apply(x, p)
 
 
 class Dropout(nn.Dropout):
@@ -255,33 +272,29 @@ class Decoder(nn.Module):
         self.norm = make_norm(cfg.norm, cfg.dim)
 
     def memory(self, enc: torch.Tensor) -> torch.Tensor:
-        """enc: [T, D] encoder output -> cross-attention K/V of every layer, [L, 2, T, H, Dh] (a view of one
-        GEMM with the layers' kv weights stacked); computed once per batch."""
+        """enc: [T, D] encoder output -> cross-attention K/V of every layer, [T, L, 2, H, Dh] (one GEMM with
+        the layers' kv weights stacked); computed once per batch."""
         weight = torch.cat([layer.cross_attn.kv.weight for layer in self.layers])  # [L·2·H·Dh, D]
-        n_heads = self.layers[0].cross_attn.n_heads
-        return rearrange(
-            F.linear(enc, weight), "t (l two h d) -> l two t h d", l=len(self.layers), two=2, h=n_heads
-        )
+        n_layers, n_heads = len(self.layers), self.layers[0].cross_attn.n_heads
+        return rearrange(F.linear(enc, weight), "t (l two h d) -> t l two h d", l=n_layers, two=2, h=n_heads)
 
     @staticmethod
     def _per_layer(memory: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-        # unbind (not indexing): its backward is one stack, not a zero-filled full-size gradient per view
-        return [kv.unbind(0) for kv in memory.unbind(0)]
+        """[T, L, 2, H, Dh] -> per layer (k, v) views [T, H, Dh]. unbind, not indexing: its backward is one
+        stack into the GEMM's layout, not a zero-filled full-size gradient per view."""
+        return [kv.unbind(1) for kv in memory.unbind(1)]
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, groups: LengthGroups) -> torch.Tensor:
-        """Teacher-forced. x: [B, T, D] rows in groups' order; memory: [L, 2, T_enc, H, Dh] -> [B, T, D]."""
+        """Teacher-forced. x: [B, T, D] rows in groups' order; memory: [T_enc, L, 2, H, Dh] -> [B, T, D]."""
         for layer, kv in zip(self.layers, self._per_layer(memory)):
             x = layer(x, kv, groups)
         return self.norm(x)
 
     def step(self, x, past_k, past_v, memory: torch.Tensor, groups: LengthGroups):
-        """x: [R, D] user-major; past_k/v: [L, R, H, t, Dh]; memory: [L, 2, T_enc, H, Dh]
-        -> (out [R, D], k [L, R, H, t+1, Dh], v [L, R, H, t+1, Dh])."""
+        """x: [R, D] user-major; past_k/v: [R, L, H, t, Dh] (rows first: reordering beams copies whole rows);
+        memory: [T_enc, L, 2, H, Dh] -> (out [R, D], k [R, L, H, t+1, Dh], v [R, L, H, t+1, Dh])."""
         ks, vs = [], []
-        for layer, pk, pv, kv in zip(
-            self.layers, past_k.unbind(0), past_v.unbind(0), self._per_layer(memory)
-        ):
-            x, k, v = layer.step(x, pk, pv, kv, groups)
-            ks.append(k)
-            vs.append(v)
-        return self.norm(x), torch.stack(ks), torch.stack(vs)
+        for layer, kv, *past in zip(self.layers, self._per_layer(memory), past_k.unbind(1), past_v.unbind(1)):
+            x, k, v = layer.step(x, *past, kv, groups)
+            ks, vs = ks + [k], vs + [v]
+        return self.norm(x), torch.stack(ks, dim=1), torch.stack(vs, dim=1)

@@ -3,10 +3,10 @@
 Layout: heads before positions, `[*, H, S, Dh]`, as in F.scaled_dot_product_attention. Masks are bool with
 True = attend (valid). The default scale is Dh^-0.5.
 
-Kernel choice in `attention` (measured on a 2-core AMD EPYC (Zen 4), torch 2.13 CPU, Beauty-shaped blocks,
-fwd+bwd per encoder layer): fp32 → F.scaled_dot_product_attention (flash CPU kernel, 55 ms; the plain math
-below takes 86 ms); bf16 on CPU → the plain math with an fp32 softmax (32 ms; SDPA's bf16 backward takes 105 ms).
-Both are bound to `naive_attention` by tests/ops/test_attention.py.
+Kernel choice in `attention` (measured on a 2-core AMD EPYC (Zen 4), torch 2.13 CPU, the length-grouped blocks
+of one Beauty-shaped batch, fwd+bwd per encoder layer): fp32 -> F.scaled_dot_product_attention (flash CPU
+kernel, 55 ms; the plain math below takes 86 ms); bf16 on CPU -> the plain math with an fp32 softmax (32 ms;
+SDPA's bf16 backward alone takes 88 ms). Both are bound to `naive_attention` by tests/ops/test_attention.py.
 """
 
 import torch
@@ -53,10 +53,10 @@ def naive_attention(
 
 def _math_attention(q, k, v, mask, dropout_p: float) -> torch.Tensor:
     """Plain matmul attention with an fp32 softmax, for low-precision CPU tensors."""
-    scores = torch.matmul(q, k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5  # [*, H, Sq, Sk]
+    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [*, H, Sq, Sk], q's dtype
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    weights = F.dropout(scores.softmax(dim=-1), p=dropout_p)
+    weights = F.dropout(scores.softmax(dim=-1, dtype=torch.float32), p=dropout_p)
     return torch.matmul(weights.to(v.dtype), v)
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -77,9 +78,7 @@ def _wandb_id(run_dir: Path) -> str:
     """A stable wandb run id per run directory, so a resumed run continues the same curves."""
     id_file = Path(run_dir) / "wandb_id.txt"
     if not id_file.exists():
-        import wandb
-
-        id_file.write_text(wandb.util.generate_id())
+        id_file.write_text(uuid.uuid4().hex[:12])
     return id_file.read_text().strip()
 
 

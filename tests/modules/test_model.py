@@ -4,7 +4,7 @@ import torch
 from einops import rearrange
 from torch.testing import assert_close
 
-from modules.embedding import history_grid
+from modules.embedding import hash_user_ids, history_grid
 from modules.model import DecodeState, RetrievalModel
 from modules.tokens import TokenBatch
 from ops.attention import naive_attention
@@ -182,3 +182,27 @@ def test_gin_binds_hyperparameters_but_not_artifact_sizes():
 def test_history_longer_than_position_table_is_rejected():
     with pytest.raises(ValueError):
         _model(max_items=3)(_batch())
+
+
+def test_every_embedding_gets_gradient():
+    model, batch = _model(), _batch()
+    model(batch).loss.backward()
+    users = model.user.table.weight.grad.abs().sum(-1)
+    assert (users > 0).sum() == len(set(hash_user_ids(batch.user_ids, 7).tolist()))
+    for param in (model.codes.table.weight, model.item_position.weight, model.level.weight, model.bos):
+        assert param.grad.abs().sum() > 0
+    assert model.codes.table.weight.grad[C * K].abs().sum() == 0  # padding row
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    model, batch = _model(), _batch()
+    expected = model(batch)
+    on_gpu = model.cuda()(TokenBatch(*(t.cuda() for t in batch)))
+    assert_close(on_gpu.logits.cpu(), expected.logits, atol=1e-4, rtol=1e-4)
+    assert_close(
+        _decode_all(model, TokenBatch(*(t.cuda() for t in batch))).cpu(),
+        expected.logits,
+        atol=1e-4,
+        rtol=1e-4,
+    )

@@ -160,10 +160,10 @@ def test_decoder_cached_steps_equal_teacher_forcing(norm_first):
     x = torch.randn(3, 4, D)
     full = decoder(x, decoder.memory(enc), groups)
     x_users = x[groups.inverse]  # step rows are users in original order
-    k = v = torch.zeros(2, 3, H, 0, 6)
+    k = v = torch.zeros(3, 2, H, 0, 6)  # [R, L, H, t, Dh]
     for t in range(4):
         out, k, v = decoder.step(x_users[:, t], k, v, decoder.memory(enc), groups)
-        assert k.shape == (2, 3, H, t + 1, 6)
+        assert k.shape == (3, 2, H, t + 1, 6)
         assert_close(out, full[groups.inverse, t])
 
 
@@ -173,8 +173,8 @@ def test_decoder_memory_is_each_layers_kv_projection():
     memory = decoder.memory(enc)
     for i, layer in enumerate(decoder.layers):
         k, v = rearrange(layer.cross_attn.kv(enc), "t (two h d) -> two t h d", two=2, h=H)
-        assert_close(memory[i, 0], k)
-        assert_close(memory[i, 1], v)
+        assert_close(memory[:, i, 0], k)
+        assert_close(memory[:, i, 1], v)
 
 
 def test_dropout_config_reaches_every_block():
