@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import gin
 import torch
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from data.processed import SeqData, popularity
 from data.registry import build_dataset
+from data.schema import RawDataset
 from evaluate.retrieval import evaluate_retrieval, popularity_baseline
 from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
@@ -26,9 +28,17 @@ from modules.semantic_ids import SemanticIds
 from modules.tokens import tokenize
 from training.checkpoint import atomic_save, load_checkpoint, save_checkpoint
 from training.cli import load_gin, operative_config, parse_args
-from training.guards import check_finite
 from training.logger import make_logger, write_json
-from training.run import BatchOrder, MetricSums, adamw, git_commit, machine, make_accelerator, run_dir
+from training.run import (
+    BatchOrder,
+    MetricSums,
+    adamw,
+    git_commit,
+    interval_metrics,
+    machine,
+    make_accelerator,
+    run_dir,
+)
 from training.schedule import inverse_sqrt
 
 
@@ -36,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     args = parse_args(argv, "Train the generative retrieval model on semantic IDs")
     load_gin(args.configs, args.gin)
     return train()
+
+
+def load_data(semantic_ids: str) -> tuple[RawDataset, SemanticIds, SeqData]:
+    """The gin-bound dataset, its stage-1 artifact and the training split."""
+    dataset = build_dataset()
+    return dataset, load_semantic_ids(semantic_ids, dataset.item_keys), SeqData(dataset, split="train")
 
 
 def load_semantic_ids(path: str, item_keys: Sequence[str]) -> SemanticIds:
@@ -61,8 +77,44 @@ def train_step(model, optimizer, scheduler, batch, accelerator) -> dict[str, tor
 
 def eval_loader(dataset, split: str, batch_size: int, max_users: int | None) -> DataLoader:
     data = SeqData(dataset, split=split)
-    rows = data if max_users is None or max_users >= len(data) else torch.utils.data.Subset(data, range(max_users))
+    rows = (
+        data
+        if max_users is None or max_users >= len(data)
+        else torch.utils.data.Subset(data, range(max_users))
+    )
     return DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=data.collate)
+
+
+class Components(NamedTuple):
+    """Everything the loop needs, built from gin and (when present) the run's checkpoint."""
+
+    model: RetrievalModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    start: int
+    best: float
+
+
+def build(sem: SemanticIds, max_items: int, schedule, ckpt: Path) -> Components:
+    """Model sized by the stage-1 artifact (K, C) and the history length; resumes from `ckpt` if it exists."""
+    model = RetrievalModel(codebook_size=sem.codebook_size, n_levels=sem.codes.shape[1], max_items=max_items)
+    optimizer = adamw(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    if not ckpt.exists():
+        return Components(model, optimizer, scheduler, 0, -1.0)
+    payload = load_checkpoint(ckpt, model=model, optimizer=optimizer)
+    scheduler.load_state_dict(payload["scheduler"])
+    tqdm.write(f"resumed from {ckpt} at step {payload['step']}")
+    return Components(model, optimizer, scheduler, payload["step"], payload["best"])
+
+
+def validate(retrieval, valid, model, run: Path, step: int, best: float, select_metric: str, is_main: bool):
+    """Validation retrieval metrics; saves best.pt when `select_metric` improves. -> (metrics, best)."""
+    scores = {f"valid/{k.split('/', 1)[1]}": v for k, v in retrieval(valid).items()}
+    if scores[f"valid/{select_metric}"] > best and is_main:
+        best = scores[f"valid/{select_metric}"]
+        atomic_save({"model": model.state_dict(), "step": step}, run / "best.pt")
+    return scores, best
 
 
 @gin.configurable("train_decoder")
@@ -85,57 +137,51 @@ def train(
     """Step-based loop (loop settings only; model sizes live on RetrievalModel)."""
     torch.manual_seed(seed)
     accelerator = make_accelerator()
-    run, device = run_dir(out_dir), accelerator.device
-    dataset = build_dataset()
-    sem = load_semantic_ids(semantic_ids, dataset.item_keys)
+    run, device, is_main = run_dir(out_dir), accelerator.device, accelerator.is_main_process
+    dataset, sem, train_data = load_data(semantic_ids)
     item_codes = sem.codes.to(device)  # [I, C]
     trie = PrefixTrie.from_codes(sem.codes, sem.codebook_size).to(device)
-    train_data = SeqData(dataset, split="train")
-    model = RetrievalModel(codebook_size=sem.codebook_size, n_levels=sem.codes.shape[1])
-    optimizer = adamw(model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    ckpt, start, best = run / "checkpoint.pt", 0, -1.0
-    if ckpt.exists():
-        payload = load_checkpoint(ckpt, model=model, optimizer=optimizer)
-        scheduler.load_state_dict(payload["scheduler"])
-        start, best = payload["step"], payload["best"]
-        tqdm.write(f"resumed from {ckpt} at step {start}")
+    model, optimizer, scheduler, start, best = build(
+        sem, train_data.max_items, schedule, run / "checkpoint.pt"
+    )
     config = operative_config()
     (run / "config.gin").write_text(config)
     model, optimizer = accelerator.prepare(model, optimizer)
+    plain = accelerator.unwrap_model(model)
     valid = eval_loader(dataset, "valid", eval_batch_size, eval_users)
-    order = BatchOrder(len(train_data), batch_size, seed, accelerator.process_index, accelerator.num_processes)
-    logger = make_logger(run, "tiger-decoder", {"gin": config}, use_wandb, accelerator.is_main_process)
+    order = BatchOrder(
+        len(train_data), batch_size, seed, accelerator.process_index, accelerator.num_processes
+    )
+    logger = make_logger(run, "tiger-decoder", {"gin": config}, use_wandb, is_main)
     sums, t_log = MetricSums(), time.perf_counter()
 
     def retrieval(loader):
-        return evaluate_retrieval(
-            accelerator.unwrap_model(model), loader, item_codes, trie, beam_width=beam_width, device=device
-        )
+        return evaluate_retrieval(plain, loader, item_codes, trie, beam_width=beam_width, device=device)
 
-    for step in tqdm(range(start, iterations), initial=start, total=iterations, disable=not sys.stderr.isatty()):
+    for step in tqdm(
+        range(start, iterations), initial=start, total=iterations, disable=not sys.stderr.isatty()
+    ):
         rows = train_data.collate([train_data[i] for i in order.indices(step).tolist()])
         batch = tokenize(*(t.to(device) for t in rows), item_codes)
         sums.add(train_step(model, optimizer, scheduler, batch, accelerator))
         done = step + 1
         if done % log_every == 0 or done == iterations:
-            metrics = sums.flush()
-            check_finite(metrics, done, run)
-            metrics.update({"train/lr": scheduler.get_last_lr()[0], "perf/steps_per_s": log_every / (time.perf_counter() - t_log)})
+            metrics = interval_metrics(sums, done, run, log_every / (time.perf_counter() - t_log), optimizer)
             if done % eval_every == 0 or done == iterations:
-                scores = {f"valid/{k.split('/', 1)[1]}": v for k, v in retrieval(valid).items()}
+                scores, best = validate(retrieval, valid, plain, run, done, best, select_metric, is_main)
                 metrics.update(scores)
-                if scores[f"valid/{select_metric}"] > best and accelerator.is_main_process:
-                    best = scores[f"valid/{select_metric}"]
-                    atomic_save({"model": accelerator.unwrap_model(model).state_dict(), "step": done}, run / "best.pt")
             logger.log(metrics, done)
             t_log = time.perf_counter()
-        if (done % ckpt_every == 0 or done == iterations) and accelerator.is_main_process:
+        if (done % ckpt_every == 0 or done == iterations) and is_main:
             extra = {"scheduler": scheduler.state_dict(), "best": best}
-            save_checkpoint(ckpt, model=accelerator.unwrap_model(model), optimizer=optimizer, step=done, config=config, extra=extra)
-    summary = final_test(run, accelerator.unwrap_model(model), dataset, retrieval, eval_batch_size)
-    summary.update({"iterations": iterations, "commit": git_commit(), "machine": machine(), "best_valid": best})
-    if accelerator.is_main_process:
+            save_checkpoint(
+                run / "checkpoint.pt", model=plain, optimizer=optimizer, step=done, config=config, extra=extra
+            )
+    summary = final_test(run, plain, dataset, retrieval, eval_batch_size)
+    summary.update(
+        {"iterations": iterations, "commit": git_commit(), "machine": machine(), "best_valid": best}
+    )
+    if is_main:
         write_json(run / "metrics.json", summary)
         logger.log({k: v for k, v in summary.items() if isinstance(v, float)}, iterations)
     logger.close()

@@ -19,13 +19,21 @@ from data.embed import item_embeddings
 from data.registry import build_dataset
 from modules.rq_kmeans import RqKMeans
 from modules.rqvae import RqVae
-from modules.semantic_ids import SemanticIds, append_collision_code
 from modules.rqvae_metrics import codes_summary
+from modules.semantic_ids import SemanticIds, append_collision_code
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.cli import load_gin, operative_config, parse_args
-from training.guards import check_finite
 from training.logger import make_logger, write_json
-from training.run import BatchOrder, MetricSums, adamw, git_commit, machine, make_accelerator, run_dir
+from training.run import (
+    BatchOrder,
+    MetricSums,
+    adamw,
+    git_commit,
+    interval_metrics,
+    machine,
+    make_accelerator,
+    run_dir,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -67,7 +75,9 @@ def train_step(model, optimizer, x: torch.Tensor, accelerator) -> dict[str, torc
 
 
 @torch.inference_mode()
-def evaluate(model: RqVae, emb: torch.Tensor, eval_idx: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
+def evaluate(
+    model: RqVae, emb: torch.Tensor, eval_idx: torch.Tensor, batch_size: int = 1024
+) -> dict[str, float]:
     """Held-out reconstruction/quantization loss and code statistics over every item."""
     was_training = model.training
     model.eval()
@@ -78,6 +88,21 @@ def evaluate(model: RqVae, emb: torch.Tensor, eval_idx: torch.Tensor, batch_size
     codes = torch.cat([model.encode_codes(chunk) for chunk in emb.split(batch_size)])
     model.train(was_training)
     return {**sums.flush(), **code_metrics(codes.cpu(), model.codebook_size)}
+
+
+def build(emb: torch.Tensor, init_idx: torch.Tensor, seed: int, ckpt: Path):
+    """RqVae + AdamW; resumed from `ckpt` when it exists, else codebooks set by k-means (an explicit call).
+    -> (model, optimizer, start step)."""
+    model = RqVae(input_dim=emb.shape[1])
+    optimizer = adamw(model.parameters())
+    if ckpt.exists():
+        start = load_checkpoint(ckpt, model=model, optimizer=optimizer)["step"]
+        tqdm.write(f"resumed from {ckpt} at step {start}")
+        return model, optimizer, start
+    t0 = time.perf_counter()
+    model.kmeans_init(emb[init_idx], generator=torch.Generator().manual_seed(seed))
+    tqdm.write(f"k-means init on {len(init_idx)} items: {time.perf_counter() - t0:.2f} s")
+    return model, optimizer, 0
 
 
 @gin.configurable("train_rqvae")
@@ -108,16 +133,8 @@ def train(
     if tokenizer == "rq_kmeans":
         return fit_rq_kmeans(run, dataset, emb, init_idx, seed)
 
-    model = RqVae(input_dim=emb.shape[1])
-    optimizer = adamw(model.parameters())
-    ckpt, start = run / "checkpoint.pt", 0
-    if ckpt.exists():
-        start = load_checkpoint(ckpt, model=model, optimizer=optimizer)["step"]
-        tqdm.write(f"resumed from {ckpt} at step {start}")
-    else:
-        t0 = time.perf_counter()
-        model.kmeans_init(emb[init_idx], generator=torch.Generator().manual_seed(seed))
-        tqdm.write(f"k-means init on {len(init_idx)} items: {time.perf_counter() - t0:.2f} s")
+    ckpt = run / "checkpoint.pt"
+    model, optimizer, start = build(emb, init_idx, seed, ckpt)
     config = operative_config()
     (run / "config.gin").write_text(config)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -126,21 +143,24 @@ def train(
     order = BatchOrder(len(train_idx), batch_size, seed, accelerator.process_index, accelerator.num_processes)
     logger = make_logger(run, "tiger-rqvae", {"gin": config}, use_wandb, accelerator.is_main_process)
     sums, t_log, metrics = MetricSums(), time.perf_counter(), {}
-    for step in tqdm(range(start, iterations), initial=start, total=iterations, disable=not sys.stderr.isatty()):
+    for step in tqdm(
+        range(start, iterations), initial=start, total=iterations, disable=not sys.stderr.isatty()
+    ):
         x = emb_train[order.indices(step).to(accelerator.device)]
         sums.add(train_step(step_model, optimizer, x, accelerator))
         done = step + 1
         if done % log_every == 0 or done == iterations:
-            metrics = sums.flush()
-            check_finite(metrics, done, run)
-            metrics["perf/steps_per_s"] = log_every / (time.perf_counter() - t_log)
-            metrics["train/lr"] = optimizer.param_groups[0]["lr"]
+            metrics = interval_metrics(sums, done, run, log_every / (time.perf_counter() - t_log), optimizer)
             if done % eval_every == 0 or done == iterations:
-                metrics.update(evaluate(accelerator.unwrap_model(model), emb.to(accelerator.device), eval_idx))
+                metrics.update(
+                    evaluate(accelerator.unwrap_model(model), emb.to(accelerator.device), eval_idx)
+                )
             logger.log(metrics, done)
             t_log = time.perf_counter()
         if (done % ckpt_every == 0 or done == iterations) and accelerator.is_main_process:
-            save_checkpoint(ckpt, model=accelerator.unwrap_model(model), optimizer=optimizer, step=done, config=config)
+            save_checkpoint(
+                ckpt, model=accelerator.unwrap_model(model), optimizer=optimizer, step=done, config=config
+            )
     final = write_artifact(run, dataset, accelerator.unwrap_model(model), emb, str(ckpt), config)
     summary = {**metrics, **final, "iterations": iterations, "commit": git_commit(), "machine": machine()}
     if accelerator.is_main_process:
@@ -149,7 +169,9 @@ def train(
     return summary
 
 
-def fit_rq_kmeans(run: Path, dataset, emb: torch.Tensor, init_idx: torch.Tensor, seed: int) -> dict[str, float]:
+def fit_rq_kmeans(
+    run: Path, dataset, emb: torch.Tensor, init_idx: torch.Tensor, seed: int
+) -> dict[str, float]:
     """RQ-KMeans: residual k-means on the embeddings, no gradient training; same artifact as the RQ-VAE."""
     model = RqKMeans(input_dim=emb.shape[1])
     t0 = time.perf_counter()
@@ -164,7 +186,9 @@ def fit_rq_kmeans(run: Path, dataset, emb: torch.Tensor, init_idx: torch.Tensor,
 
 
 @torch.inference_mode()
-def write_artifact(run: Path, dataset, model, emb: torch.Tensor, source: str, config: str) -> dict[str, float]:
+def write_artifact(
+    run: Path, dataset, model, emb: torch.Tensor, source: str, config: str
+) -> dict[str, float]:
     """Codes for every item in eval mode + collision code -> semantic_ids.pt; returns the code metrics."""
     model.eval()
     device = next(iter(model.buffers()), emb).device

@@ -60,14 +60,19 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--fused", action="store_true", help="fused AdamW")
     args = parser.parse_args(argv)
-    print(f"machine: {machine()}; torch {torch.__version__}; batch {args.batch_size}; fused AdamW {args.fused}")
+    print(
+        f"machine: {machine()}; torch {torch.__version__}; batch {args.batch_size}; fused AdamW {args.fused}"
+    )
     for mode in args.modes:
         t0 = time.perf_counter()
         step = make_step(mode, args.batch_size, 768, args.fused)
         setup = time.perf_counter() - t0
         rate = measure(step, args.steps)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{mode:>13}: {rate:7.1f} steps/s  (setup incl. k-means init {setup:.1f} s, peak RSS {rss:.0f} MB)")
+        print(
+            f"{mode:>13}: {rate:7.1f} steps/s  "
+            f"(setup incl. k-means init {setup:.1f} s, peak RSS {rss:.0f} MB)"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ Decoder positions t = 0..C-1: BOS, then the codes of levels 0..C-2 (teacher forc
 Both inputs go through norm -> dropout -> Linear(E -> D) (the reference's hard-coded 0.5 input dropout is
 replaced by the configured `dropout`).
 
+Internally rows are sorted by history length (ops/jagged.py LengthGroups: no padding anywhere, attention per
+equal-length block); outputs come back in the batch's order.
+
 Loss: cross-entropy per level, averaged over the rows whose target is given (target -1 is ignored);
 `loss_per_level [C]` holds those means and `loss = loss_per_level.sum()`, i.e. the mean over the batch of the
 sum over levels (≈ C·ln K at initialisation), as in the reference.
@@ -69,7 +72,7 @@ class InputProjection(nn.Module):
         return self.proj(self.drop(self.norm(x))).to(x.dtype)
 
 
-@gin.configurable(denylist=["codebook_size", "n_levels"])
+@gin.configurable(denylist=["codebook_size", "n_levels", "max_items"])
 class RetrievalModel(nn.Module):
     """Encoder-decoder over semantic IDs. codebook_size K and n_levels C come from the semantic-ID artifact.
 
@@ -123,7 +126,8 @@ class RetrievalModel(nn.Module):
             )
 
     def _encode(self, batch: TokenBatch) -> tuple[torch.Tensor, LengthGroups]:
-        """-> (encoder output [T, D] packed with rows sorted by length, groups). One host sync (lengths)."""
+        """-> (encoder output [T, D] packed, rows sorted by length; groups). Host syncs, once per batch: the
+        token lengths (LengthGroups) and the packing mask (a no-op on CPU)."""
         self._check(batch)
         grid = history_grid(batch.history, batch.lengths, user_token=self.user is not None)
         groups = length_groups(grid.lengths)

@@ -29,7 +29,9 @@ def atomic_save(payload: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path: Path, *, model, optimizer, step: int, config: str, extra: dict | None = None) -> None:
+def save_checkpoint(
+    path: Path, *, model, optimizer, step: int, config: str, extra: dict | None = None
+) -> None:
     """{model, optimizer, step, rng, config, **extra}; model is the unwrapped module."""
     payload = {
         "model": model.state_dict(),

@@ -15,7 +15,11 @@ def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespa
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("configs", nargs="+", help="gin config files, applied in order")
     parser.add_argument(
-        "--gin", action="append", default=[], metavar="BINDING", help='extra binding, e.g. --gin "train.iterations = 10"'
+        "--gin",
+        action="append",
+        default=[],
+        metavar="BINDING",
+        help='extra binding, e.g. --gin "train.iterations = 10"',
     )
     return parser.parse_args(argv)
 

@@ -12,6 +12,7 @@ def check_finite(values: dict[str, torch.Tensor | float], step: int, run_dir) ->
     bad = {k: float(v) for k, v in values.items() if not torch.isfinite(torch.as_tensor(v)).all()}
     if bad:
         raise NonFiniteLossError(
-            f"non-finite values {bad} at step {step}; training stopped. The last good checkpoint in {run_dir} "
+            f"non-finite values {bad} at step {step}; training stopped. "
+            f"The last good checkpoint in {run_dir} "
             "is intact (checkpoints are only written after this check passes)."
         )

@@ -38,7 +38,11 @@ class WandbLogger:
 
         os.environ.setdefault("WANDB_MODE", "offline")
         self.run = wandb.init(
-            project=project, dir=str(run_dir), config=config, id=resume_id, resume="allow" if resume_id else None
+            project=project,
+            dir=str(run_dir),
+            config=config,
+            id=resume_id,
+            resume="allow" if resume_id else None,
         )
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -61,7 +65,9 @@ class MultiLogger:
             logger.close()
 
 
-def make_logger(run_dir: Path, project: str, config: dict[str, Any], use_wandb: bool, is_main: bool) -> Logger:
+def make_logger(
+    run_dir: Path, project: str, config: dict[str, Any], use_wandb: bool, is_main: bool
+) -> Logger:
     """metrics.jsonl + optional wandb on the main process; a no-op logger elsewhere."""
     if not is_main:
         return MultiLogger([])

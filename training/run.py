@@ -8,6 +8,8 @@ import gin
 import torch
 from accelerate import Accelerator
 
+from training.guards import check_finite
+
 
 @gin.configurable
 def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
@@ -24,7 +26,9 @@ def adamw(
 
 
 class BatchOrder:
-    """Example indices for a step, a pure function of (seed, step): shuffled epochs, last partial batch dropped.
+    """Example indices for a step, a pure function of (seed, step).
+
+    Shuffled epochs, last partial batch dropped.
 
     Resuming at step s gives exactly the batches an uninterrupted run would have seen. Each process of a
     multi-process run takes every `world`-th row of the global batch.
@@ -68,11 +72,28 @@ class MetricSums:
         return dict(zip(keys, means))
 
 
+def interval_metrics(
+    sums: MetricSums, step: int, run: Path, steps_per_s: float, optimizer
+) -> dict[str, float]:
+    """Means of the interval's metrics (one host sync), NaN guard, LR and speed."""
+    metrics = sums.flush()
+    check_finite(metrics, step, run)
+    return {**metrics, "train/lr": optimizer.param_groups[0]["lr"], "perf/steps_per_s": steps_per_s}
+
+
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "-uno"], capture_output=True, text=True, timeout=5
+        )
+        return (
+            out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+            if out.returncode == 0
+            else "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

@@ -20,7 +20,9 @@ def inverse_sqrt(step: int, warmup_steps: int = 10_000, ramp: bool = False) -> f
 
 
 @gin.configurable(denylist=["step"])
-def warmup_cosine(step: int, total_steps: int = gin.REQUIRED, warmup_steps: int = 1000, final: float = 0.0) -> float:
+def warmup_cosine(
+    step: int, total_steps: int = gin.REQUIRED, warmup_steps: int = 1000, final: float = 0.0
+) -> float:
     """Linear warm-up to the base LR, then cosine decay to `final` · base at `total_steps`."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps

@@ -1,0 +1,129 @@
+"""Stage-2 speed on Beauty-shaped data: training throughput and full test-split evaluation.
+
+    python -m bench.decoder_speed --root ../shared/data/amazon-2014-beauty \
+        [--semantic-ids out/rqvae/beauty/rotation-20k/semantic_ids.pt]
+        [--train-modes jagged jagged-bf16 padded]
+        [--eval-users 0] [--beam 10 64]
+
+Histories are the real Beauty test histories (last 20 items before the test target; mean ≈ 7.2 items);
+codes come from a semantic-ID artifact when given, else random [I, 4] codes with K = 256. The model is the
+reference configuration (configs/decoder_amazon.gin sizes), freshly initialised: speed does not depend on the
+weights. "padded" feeds every row of a batch at the batch's longest history (what a padded implementation
+computes); "jagged" is the model's normal length-grouped path.
+Prints steps/s, sequences/s, users/s and peak RSS.
+"""
+
+import argparse
+import contextlib
+import resource
+import statistics
+import time
+
+import torch
+
+from data.amazon import load_amazon
+from data.processed import SeqData
+from evaluate.retrieval import evaluate_retrieval
+from modules.model import RetrievalModel
+from modules.prefix_trie import PrefixTrie
+from modules.semantic_ids import SemanticIds, append_collision_code
+from modules.tokens import tokenize
+from training.run import machine
+
+REFERENCE = dict(embed_dim=128, d_model=512, n_heads=8, n_encoder_layers=4, n_decoder_layers=4, ffn_dim=1024,
+                 dropout=0.15, user_buckets=2000)  # fmt: skip
+
+
+def item_codes(dataset, path: str | None) -> torch.Tensor:
+    if path:
+        return SemanticIds.load(path).codes
+    gen = torch.Generator().manual_seed(0)
+    return append_collision_code(torch.randint(0, 256, (len(dataset.item_keys), 3), generator=gen), 256)
+
+
+def train_batches(test: SeqData, codes: torch.Tensor, batch_size: int, padded: bool, n: int = 8):
+    gen = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(n):
+        rows = torch.randint(0, len(test), (batch_size,), generator=gen).tolist()
+        seq = test.collate([test[i] for i in rows])
+        if padded:  # every row at the batch's longest history: the work of a padded implementation
+            longest = int(seq.lengths.max())
+            fill = seq.items[:, :1].expand(-1, test.max_items)
+            items = torch.where(seq.items >= 0, seq.items, fill)[:, :longest]
+            seq = seq._replace(items=items, lengths=torch.full_like(seq.lengths, longest))
+        batches.append(tokenize(*seq, codes))
+    return batches
+
+
+def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4) -> float:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.035, fused=True)
+    model.train()
+
+    def step(batch):
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with ctx:
+            loss = model(batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step(batches[0])  # warm-up
+    rates = []
+    for w in range(windows):
+        t0 = time.perf_counter()
+        for i in range(steps):
+            step(batches[(w * steps + i) % len(batches)])
+        rates.append(steps / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def bench_eval(model, test: SeqData, codes: torch.Tensor, beam: int, users: int, batch_size: int, bf16: bool):
+    trie = PrefixTrie.from_codes(codes, 256)
+    rows = test if users <= 0 else torch.utils.data.Subset(test, range(min(users, len(test))))
+    loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, collate_fn=test.collate)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    t0 = time.perf_counter()
+    with ctx:
+        metrics = evaluate_retrieval(model, loader, codes, trie, beam_width=beam, disable_progress=True)
+    return time.perf_counter() - t0, int(metrics["eval/users"])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--root", required=True, help="Beauty folder (P5 layout)")
+    parser.add_argument("--semantic-ids", default=None)
+    parser.add_argument("--train-modes", nargs="*", default=["jagged", "jagged-bf16", "padded"])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--beam", nargs="*", type=int, default=[10, 64])
+    parser.add_argument("--eval-users", type=int, default=0, help="0 = the whole test split")
+    parser.add_argument("--beam64-users", type=int, default=2048, help="users for beams wider than 10")
+    parser.add_argument("--eval-batch-size", type=int, default=1024)
+    parser.add_argument("--eval-bf16", action="store_true")
+    args = parser.parse_args(argv)
+    dataset = load_amazon(args.root, "beauty")
+    test, codes = SeqData(dataset, "test", max_items=20), item_codes(dataset, args.semantic_ids)
+    torch.manual_seed(0)
+    model = RetrievalModel(codebook_size=256, n_levels=codes.shape[1], **REFERENCE)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"machine: {machine()}; torch {torch.__version__}; model {n_params / 1e6:.2f} M parameters")
+    for mode in args.train_modes:
+        batches = train_batches(test, codes, args.batch_size, padded=mode.startswith("padded"))
+        rate = bench_train(model, batches, bf16=mode.endswith("bf16"))
+        tokens = statistics.mean(int(b.lengths.sum()) * codes.shape[1] for b in batches) / args.batch_size
+        print(f"train {mode:>12}: {rate:.3f} steps/s = {rate * args.batch_size:.0f} sequences/s "
+              f"(batch {args.batch_size}, {tokens:.1f} history tokens/row)")  # fmt: skip
+    for beam in args.beam:
+        users = args.eval_users if beam <= 10 else args.beam64_users
+        wall, n = bench_eval(model, test, codes, beam, users, args.eval_batch_size, args.eval_bf16)
+        print(
+            f"eval beam {beam:>3}: {n} users in {wall:.1f} s = {n / wall:.0f} users/s "
+            f"({wall / n * 1e3:.2f} ms/user)"
+        )
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
