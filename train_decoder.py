@@ -197,8 +197,19 @@ def final_test(run: Path, model, dataset, retrieval, eval_batch_size: int) -> di
     scores = {f"test/{k.split('/', 1)[1]}": v for k, v in retrieval(test).items()}
     targets = torch.cat([batch.targets for batch in test])
     pop = popularity_baseline(popularity(dataset, "test"), targets)
-    tqdm.write("test: " + ", ".join(f"{k} {v:.4f}" for k, v in {**scores, **pop}.items() if "@" in k))
+    tqdm.write(comparison_table(scores, pop))
     return {**scores, **pop}
+
+
+def comparison_table(scores: dict[str, float], pop: dict[str, float]) -> str:
+    """Test metrics of the model beside the popularity baseline, one metric per line."""
+    names = [k.split("/", 1)[1] for k in scores if k.startswith("test/") and "@" in k and "prefix" not in k]
+    lines = [f"{'test split':<12} {'model':>8} {'popularity':>11}"]
+    lines += [
+        f"{name:<12} {scores[f'test/{name}']:>8.4f} {pop.get(f'pop/{name}', float('nan')):>11.4f}"
+        for name in names
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

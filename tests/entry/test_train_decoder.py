@@ -56,16 +56,9 @@ def test_resume_equals_uninterrupted(tmp_path, semantic_ids):
     assert split[40]["valid/recall@10"] == pytest.approx(full[40]["valid/recall@10"])
 
 
-def test_nan_guard_keeps_checkpoint(tmp_path, semantic_ids, monkeypatch):
+def test_nan_guard_keeps_checkpoint(tmp_path, semantic_ids, poison_train_step):
     run(tmp_path, semantic_ids, "train_decoder.iterations = 10")
-    real_step, calls = train_decoder.train_step, []
-
-    def poisoned_step(*args):
-        metrics = real_step(*args)
-        calls.append(1)
-        return {**metrics, "train/loss": metrics["train/loss"] * float("nan")} if len(calls) > 3 else metrics
-
-    monkeypatch.setattr(train_decoder, "train_step", poisoned_step)
+    poison_train_step(train_decoder, after=3)
     with pytest.raises(NonFiniteLossError, match="step 20"):
         run(tmp_path, semantic_ids, "train_decoder.iterations = 30")
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 10

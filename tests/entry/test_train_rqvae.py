@@ -45,17 +45,10 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert torch.equal(a, SemanticIds.load(tmp_path / "split" / "semantic_ids.pt").codes)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, poison_train_step):
     run(tmp_path, "train_rqvae.iterations = 20")
     good = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    real_step, calls = train_rqvae.train_step, []
-
-    def poisoned_step(*args):
-        metrics = real_step(*args)
-        calls.append(1)
-        return {**metrics, "train/loss": metrics["train/loss"] * float("nan")} if len(calls) > 5 else metrics
-
-    monkeypatch.setattr(train_rqvae, "train_step", poisoned_step)
+    poison_train_step(train_rqvae, after=5)
     with pytest.raises(NonFiniteLossError, match="step 30"):
         run(tmp_path, "train_rqvae.iterations = 40")
     kept = torch.load(tmp_path / "checkpoint.pt", weights_only=False)

@@ -6,16 +6,6 @@ from torch.testing import assert_close
 
 from modules.rq_kmeans import RqKMeans
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: on a shared 2-core machine, OpenMP hand-offs cost far more than the math."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 E, Q, K = 16, 3, 8
 
 

@@ -1,0 +1,96 @@
+"""Whole-pipeline quality run on a real dataset with a stated budget: embeddings (cached) -> stage 1 ->
+stage 2 (best-validation checkpoint) -> test metrics beside the popularity baseline -> one results row.
+
+    python -m bench.quality --dataset beauty --root ../shared/data/amazon-2014-beauty \
+        --protocol cpu --rqvae-steps 20000 --decoder-steps 2000
+        [--decoder-config configs/decoder_amazon_paper.gin] [--gin "Binding = value" ...]
+
+Both stages resume from their own checkpoints, so re-running the same command continues an interrupted run.
+Writes out/results/<dataset>-<protocol>-<tag>.json: metrics, the command, budget, wall time per stage, commit
+and machine. Extra --gin bindings go to both stages (e.g. make_accelerator.mixed_precision = "bf16").
+"""
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import train_decoder
+import train_rqvae
+from training.logger import write_json
+from training.run import git_commit, machine
+
+DATASETS = {  # name -> (stage-1 config, stage-2 config, root binding)
+    "beauty": ("configs/rqvae_amazon.gin", "configs/decoder_amazon.gin", "load_amazon.root"),
+    "toys": ("configs/rqvae_toys.gin", "configs/decoder_toys.gin", "load_amazon.root"),
+    "sports": ("configs/rqvae_sports.gin", "configs/decoder_sports.gin", "load_amazon.root"),
+    "ml1m": ("configs/rqvae_ml1m.gin", "configs/decoder_ml1m.gin", None),
+}
+
+
+def root_bindings(dataset: str, root: str) -> list[str]:
+    if DATASETS[dataset][2]:
+        return [f'{DATASETS[dataset][2]} = "{root}"']
+    derived = Path(root) / "derived" / "ml-1m_user_sequences_derived.txt.gz"
+    return [
+        f'load_sequence_file.path = "{derived}"',
+        f'load_sequence_file.movies_path = "{Path(root) / "movies.dat"}"',
+    ]
+
+
+def as_args(bindings: list[str]) -> list[str]:
+    return [arg for b in bindings for arg in ("--gin", b)]
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--protocol", default="cpu", help="label of the budget, e.g. cpu / h100-full")
+    parser.add_argument("--tag", default="default", help="run name (ablations use distinct tags)")
+    parser.add_argument("--rqvae-steps", type=int, required=True)
+    parser.add_argument("--decoder-steps", type=int, required=True)
+    parser.add_argument("--decoder-config", default=None, help="stage-2 config (default: the dataset's)")
+    parser.add_argument("--rqvae-gin", action="append", default=[], help="bindings for stage 1 only")
+    parser.add_argument("--decoder-gin", action="append", default=[], help="bindings for stage 2 only")
+    parser.add_argument("--gin", action="append", default=[], help="bindings for both stages")
+    args = parser.parse_args(argv)
+    rq_config, dec_config, _ = DATASETS[args.dataset]
+    rq_dir = f"out/rqvae/{args.dataset}/{args.protocol}-{args.tag}"
+    dec_dir = f"out/decoder/{args.dataset}/{args.protocol}-{args.tag}"
+    common = root_bindings(args.dataset, args.root) + args.gin
+    t0 = time.perf_counter()
+    rq_bindings = [f'train_rqvae.out_dir = "{rq_dir}"', f"train_rqvae.iterations = {args.rqvae_steps}"]
+    rq = train_rqvae.main([rq_config, *as_args(common + args.rqvae_gin + rq_bindings)])
+    t1 = time.perf_counter()
+    dec_bindings = [
+        f'train_decoder.out_dir = "{dec_dir}"',
+        f'train_decoder.semantic_ids = "{rq_dir}/semantic_ids.pt"',
+        f"train_decoder.iterations = {args.decoder_steps}",
+    ]
+    dec = train_decoder.main(
+        [args.decoder_config or dec_config, *as_args(common + args.decoder_gin + dec_bindings)]
+    )
+    t2 = time.perf_counter()
+    row = {
+        "dataset": args.dataset, "protocol": args.protocol, "tag": args.tag,
+        "budget": {"rqvae_steps": args.rqvae_steps, "decoder_steps": args.decoder_steps},
+        "metrics": {k: v for k, v in dec.items() if k.startswith(("test/", "pop/"))},
+        "rqvae": {k: v for k, v in rq.items() if k.startswith("rqvae/")},
+        "best_valid": dec.get("best_valid"), "wall_s": {"rqvae": t1 - t0, "decoder": t2 - t1},
+        "command": "python -m bench.quality " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "commit": git_commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+    }  # fmt: skip
+    out = Path("out/results")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{args.dataset}-{args.protocol}-{args.tag}.json", row)
+    print(json.dumps(row["metrics"], indent=1))
+    return row
+
+
+if __name__ == "__main__":
+    main()
