@@ -13,12 +13,11 @@ and machine. Extra --gin bindings go to both stages (e.g. make_accelerator.mixed
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import train_decoder
-import train_rqvae
 from training.logger import write_json
 from training.run import git_commit, machine
 
@@ -44,6 +43,12 @@ def as_args(bindings: list[str]) -> list[str]:
     return [arg for b in bindings for arg in ("--gin", b)]
 
 
+def run_stage(script: str, config: str, bindings: list[str], out_dir: str) -> dict:
+    """One stage in its own process (each owns its Accelerator); returns its metrics.json."""
+    subprocess.run([sys.executable, script, config, *as_args(bindings)], check=True)
+    return json.loads((Path(out_dir) / "metrics.json").read_text())
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,16 +70,15 @@ def main(argv=None) -> dict:
     common = root_bindings(args.dataset, args.root) + args.gin
     t0 = time.perf_counter()
     rq_bindings = [f'train_rqvae.out_dir = "{rq_dir}"', f"train_rqvae.iterations = {args.rqvae_steps}"]
-    rq = train_rqvae.main([rq_config, *as_args(common + args.rqvae_gin + rq_bindings)])
+    rq = run_stage("train_rqvae.py", rq_config, common + args.rqvae_gin + rq_bindings, rq_dir)
     t1 = time.perf_counter()
     dec_bindings = [
         f'train_decoder.out_dir = "{dec_dir}"',
         f'train_decoder.semantic_ids = "{rq_dir}/semantic_ids.pt"',
         f"train_decoder.iterations = {args.decoder_steps}",
     ]
-    dec = train_decoder.main(
-        [args.decoder_config or dec_config, *as_args(common + args.decoder_gin + dec_bindings)]
-    )
+    dec_config = args.decoder_config or dec_config
+    dec = run_stage("train_decoder.py", dec_config, common + args.decoder_gin + dec_bindings, dec_dir)
     t2 = time.perf_counter()
     row = {
         "dataset": args.dataset, "protocol": args.protocol, "tag": args.tag,

@@ -58,7 +58,9 @@ def main(argv=None) -> None:
     parser.add_argument("--modes", nargs="+", default=["eager", "eager-bf16", "compile", "compile-bf16"])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--fused", action="store_true", help="fused AdamW")
+    parser.add_argument(
+        "--no-fused", dest="fused", action="store_false", help="foreach AdamW instead of fused"
+    )
     args = parser.parse_args(argv)
     print(
         f"machine: {machine()}; torch {torch.__version__}; batch {args.batch_size}; fused AdamW {args.fused}"
