@@ -65,13 +65,9 @@ def train_step(model, optimizer, x: torch.Tensor, accelerator) -> dict[str, torc
     accelerator.backward(out.loss)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    n_unique = torch.unique(out.codes, dim=0).shape[0]
-    return {
-        "train/loss": out.loss,
-        "rqvae/recon_loss": out.recon_loss,
-        "rqvae/commit_loss": out.quant_loss,
-        "rqvae/p_unique_ids": torch.as_tensor(n_unique / out.codes.shape[0]),
-    }
+    # No per-batch p_unique_ids: torch.unique would sync with the host every step; evaluate() reports it
+    # over all items.
+    return {"train/loss": out.loss, "rqvae/recon_loss": out.recon_loss, "rqvae/commit_loss": out.quant_loss}
 
 
 @torch.inference_mode()
