@@ -195,7 +195,7 @@ def final_test(run: Path, model, dataset, retrieval, eval_batch_size: int) -> di
         model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
     test = eval_loader(dataset, "test", eval_batch_size, None)
     scores = {f"test/{k.split('/', 1)[1]}": v for k, v in retrieval(test).items()}
-    targets = torch.cat([batch.targets for batch in test])
+    targets = torch.from_numpy(test.dataset.targets())  # [U], without collating the split a second time
     pop = popularity_baseline(popularity(dataset, "test"), targets)
     tqdm.write(comparison_table(scores, pop))
     return {**scores, **pop}

@@ -118,7 +118,7 @@ def train(
 ) -> dict[str, float]:
     """Step-based training loop (loop settings only; model sizes live on RqVae / RqKMeans)."""
     if tokenizer not in ("rqvae", "rq_kmeans"):
-        raise ValueError(f"train.tokenizer must be 'rqvae' or 'rq_kmeans', got {tokenizer!r}")
+        raise ValueError(f"train_rqvae.tokenizer must be 'rqvae' or 'rq_kmeans', got {tokenizer!r}")
     torch.manual_seed(seed)
     accelerator = make_accelerator()
     run = run_dir(out_dir)
@@ -135,7 +135,8 @@ def train(
     (run / "config.gin").write_text(config)
     model, optimizer = accelerator.prepare(model, optimizer)
     step_model = torch.compile(model) if compile else model
-    emb_train = emb[train_idx].to(accelerator.device)
+    emb_all = emb.to(accelerator.device)  # [I, E], moved once; evaluation reads every item
+    emb_train = emb_all[train_idx.to(accelerator.device)]
     order = BatchOrder(len(train_idx), batch_size, seed, accelerator.process_index, accelerator.num_processes)
     logger = make_logger(run, "tiger-rqvae", {"gin": config}, use_wandb, accelerator.is_main_process)
     sums, t_log, metrics = MetricSums(), time.perf_counter(), {}
@@ -148,9 +149,7 @@ def train(
         if done % log_every == 0 or done == iterations:
             metrics = interval_metrics(sums, done, run, log_every / (time.perf_counter() - t_log), optimizer)
             if done % eval_every == 0 or done == iterations:
-                metrics.update(
-                    evaluate(accelerator.unwrap_model(model), emb.to(accelerator.device), eval_idx)
-                )
+                metrics.update(evaluate(accelerator.unwrap_model(model), emb_all, eval_idx))
             logger.log(metrics, done)
             t_log = time.perf_counter()
         if (done % ckpt_every == 0 or done == iterations) and accelerator.is_main_process:

@@ -133,6 +133,10 @@ class SeqData(Dataset):
         history = self.flat[base + max(0, end - self.max_items) : base + end]
         return history, int(self.user_ids[row]), int(self.flat[base + end])
 
+    def targets(self) -> np.ndarray:
+        """[X] int64 target item of every example, in example order (what __getitem__ returns third)."""
+        return self.flat[self.offsets[self.examples.rows] + self.examples.ends]
+
     def collate(self, rows: Sequence[tuple[np.ndarray, int, int]]) -> SeqBatch:
         """collate_seq with this split's max_items; pass as DataLoader(collate_fn=data.collate)."""
         return collate_seq(rows, self.max_items)

@@ -81,3 +81,9 @@ def test_item_counts_use_only_the_visible_part():
     np.testing.assert_array_equal(item_counts([np.array(s) for s in SEQS], 40, "valid"), expected)
     test_counts = np.bincount([10, 11, 12, 13, 14, 20, 21], minlength=40)
     np.testing.assert_array_equal(popularity(dataset(), "test").numpy(), test_counts)
+
+
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_targets_equal_the_targets_of_every_example(split):
+    data = SeqData(load_synthetic(n_items=60, n_users=40, seed=1), split, max_items=5)
+    assert data.targets().tolist() == [data[i][2] for i in range(len(data))]
