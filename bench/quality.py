@@ -57,6 +57,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--root", required=True)
     parser.add_argument("--protocol", default="cpu", help="label of the budget, e.g. cpu / h100-full")
     parser.add_argument("--tag", default="default", help="run name (ablations use distinct tags)")
+    parser.add_argument(
+        "--rqvae-tag", default=None,
+        help="stage-1 run to use (default: --tag); ablations of stage 2 share one stage-1 run this way",
+    )  # fmt: skip
     parser.add_argument("--rqvae-steps", type=int, required=True)
     parser.add_argument("--decoder-steps", type=int, required=True)
     parser.add_argument("--decoder-config", default=None, help="stage-2 config (default: the dataset's)")
@@ -65,7 +69,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--gin", action="append", default=[], help="bindings for both stages")
     args = parser.parse_args(argv)
     rq_config, dec_config, _ = DATASETS[args.dataset]
-    rq_dir = f"out/rqvae/{args.dataset}/{args.protocol}-{args.tag}"
+    rq_dir = f"out/rqvae/{args.dataset}/{args.protocol}-{args.rqvae_tag or args.tag}"
     dec_dir = f"out/decoder/{args.dataset}/{args.protocol}-{args.tag}"
     common = root_bindings(args.dataset, args.root) + args.gin
     t0 = time.perf_counter()
@@ -78,6 +82,7 @@ def main(argv=None) -> dict:
         f"train_decoder.iterations = {args.decoder_steps}",
     ]
     dec_config = args.decoder_config or dec_config
+    resumed = (Path(dec_dir) / "checkpoint.pt").exists()
     dec = run_stage("train_decoder.py", dec_config, common + args.decoder_gin + dec_bindings, dec_dir)
     t2 = time.perf_counter()
     row = {
@@ -86,6 +91,7 @@ def main(argv=None) -> dict:
         "metrics": {k: v for k, v in dec.items() if k.startswith(("test/", "pop/"))},
         "rqvae": {k: v for k, v in rq.items() if k.startswith("rqvae/")},
         "best_valid": dec.get("best_valid"), "wall_s": {"rqvae": t1 - t0, "decoder": t2 - t1},
+        "decoder_resumed": resumed,  # True: wall_s["decoder"] covers only this invocation
         "command": "python -m bench.quality " + shlex.join(sys.argv[1:] if argv is None else argv),
         "commit": git_commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
     }  # fmt: skip

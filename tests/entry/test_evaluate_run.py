@@ -1,0 +1,50 @@
+"""python -m evaluate.run re-evaluates a finished stage-2 run exactly as training did, at other beam widths."""
+
+import json
+
+import pytest
+
+import train_decoder
+import train_rqvae
+from evaluate import run as evaluate_run
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, embed_cache):
+    rq, dec = tmp_path_factory.mktemp("rqvae"), tmp_path_factory.mktemp("decoder")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIGER_CACHE_DIR", str(embed_cache))
+        train_rqvae.main(["configs/rqvae_debug.gin", "--gin", f'train_rqvae.out_dir = "{rq}"'])
+        train_decoder.main([
+            "configs/decoder_debug.gin", "--gin", f'train_decoder.out_dir = "{dec}"',
+            "--gin", f'train_decoder.semantic_ids = "{rq / "semantic_ids.pt"}"',
+        ])  # fmt: skip
+    return dec
+
+
+def test_same_beam_reproduces_the_training_test_metrics(finished_run):
+    (row,) = evaluate_run.main([str(finished_run), "--beam-width", "10"])
+    trained = json.loads((finished_run / "metrics.json").read_text())
+    for key in ("test/recall@10", "test/ndcg@10", "test/recall@10_prefix3"):
+        assert row[key] == pytest.approx(trained[key], abs=1e-7)
+    assert row["pop_test/recall@10"] == pytest.approx(trained["pop/recall@10"])
+    assert json.loads((finished_run / "eval-test-beam10.json").read_text())["beam_width"] == 10
+
+
+def test_wider_beam_writes_one_row_per_width(finished_run):
+    rows = evaluate_run.main([str(finished_run), "--beam-width", "10", "12", "--split", "valid"])
+    assert [r["beam_width"] for r in rows] == [10, 12]
+    assert all(0.0 <= r["valid/recall@10"] <= 1.0 for r in rows)
+    assert (finished_run / "eval-valid-beam12.json").exists()
+
+
+def test_missing_best_checkpoint_is_named(tmp_path):
+    (tmp_path / "config.gin").write_text("")
+    with pytest.raises(FileNotFoundError, match="best.pt"):
+        evaluate_run.main([str(tmp_path), "--beam-width", "10"])
+
+
+def test_beam_narrower_than_the_largest_k_is_refused(finished_run, capsys):
+    with pytest.raises(SystemExit):
+        evaluate_run.main([str(finished_run), "--beam-width", "4"])
+    assert "must be >= 10" in capsys.readouterr().err
