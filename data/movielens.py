@@ -17,9 +17,9 @@ import gin
 import numpy as np
 import polars as pl
 
-from data.amazon import numbered_lines, read_sequence_file
 from data.schema import DataFormatError, RawDataset, check_dataset
 from data.text import movielens_item_text
+from data.textio import check_decodes, numbered_lines, read_sequence_file
 
 VARIANT_FILES = {  # variant -> (ratings file, movies file)
     "ml-1m": ("ratings.dat", "movies.dat"),
@@ -35,8 +35,10 @@ def read_ratings_dat(path: Path) -> pl.DataFrame:
     try:  # "::" splits into 7 ":"-fields, the even ones empty
         raw = pl.read_csv(path, separator=":", has_header=False, infer_schema=False, quote_char=None)
     except pl.exceptions.PolarsError as err:
+        check_decodes(path)  # an empty file or a bad byte: names the line
         raise DataFormatError(f"{path}: {err}") from None
     if raw.width != 7:
+        check_decodes(path)  # an empty file says so
         raise DataFormatError(
             f"{path}: expected `UserID::MovieID::Rating::Timestamp`, got {raw.width} fields"
         )
@@ -56,6 +58,7 @@ def read_ratings_csv(path: Path) -> pl.DataFrame:
             names
         )
     except pl.exceptions.PolarsError as err:
+        check_decodes(path)  # an empty file or a bad byte: names the line
         message = f"{path}: {err}"
     try:
         raw = pl.read_csv(path, columns=list(names), infer_schema=False).rename(names)
@@ -78,9 +81,13 @@ def _to_int(frame: pl.DataFrame, path: Path, first_line: int) -> pl.DataFrame:
 def read_movies(path: Path) -> dict[int, str]:
     """movies.dat (`MovieID::Title::Genres`, ISO-8859-1) or movies.csv -> MovieID -> item text."""
     if path.suffix == ".csv":
-        frame = pl.read_csv(
-            path, schema_overrides={"movieId": pl.Int64, "title": pl.String, "genres": pl.String}
-        )
+        try:
+            frame = pl.read_csv(
+                path, schema_overrides={"movieId": pl.Int64, "title": pl.String, "genres": pl.String}
+            )
+        except pl.exceptions.PolarsError as err:
+            check_decodes(path)
+            raise DataFormatError(f"{path}: {err}") from None
         rows = zip(frame["movieId"].to_list(), frame["title"].to_list(), frame["genres"].to_list())
         return {int(movie): movielens_item_text(title, genres or "") for movie, title, genres in rows}
     movies = {}
@@ -148,8 +155,9 @@ def load_sequence_file(
     for file, binding in ((seq_path, "path"), (movie_file, "movies_path")):
         if not file.exists():
             raise FileNotFoundError(f"{file} not found (gin: load_sequence_file.{binding})")
-    user_ids, raw = read_sequence_file(seq_path)
+    movies = read_movies(movie_file)
+    user_ids, raw = read_sequence_file(seq_path, movies, f"{movie_file.name} (unknown MovieID)")
     catalogue = np.unique(np.concatenate(raw))
     sequences = [np.searchsorted(catalogue, ids).astype(np.int64) for ids in raw]
     name = name or seq_path.name.split(".")[0]
-    return build_movielens(name, user_ids, sequences, catalogue, read_movies(movie_file), seq_path)
+    return build_movielens(name, user_ids, sequences, catalogue, movies, seq_path)

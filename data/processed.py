@@ -6,8 +6,10 @@ Leave-one-out per user with L items (positions 0..L-1, oldest first):
                     or only position L-3 ("last": one example per user, dropped when L-3 < 1).
     The history of a target at position t is seq[max(0, t - max_items) : t]: the most recent `max_items`
     items before it, never the target itself, never anything after it.
-Users with fewer than MIN_ITEMS = 3 items have no valid history and are skipped in every split; SeqData
-counts them in one DataWarning. Split logic is pure numpy (lengths in, index arrays out).
+Users with fewer than MIN_ITEMS = 3 items have no valid history and are skipped in every split (their items
+stay in the catalogue and in stage 1). SeqData reports how many: its `skipped_users` field, and a
+DataWarning "<dataset>: skipped N users with < 3 items" on stderr when a split is built (Python shows a
+repeated warning once per call site). Split logic is pure numpy (lengths in, index arrays out).
 """
 
 import warnings
@@ -110,14 +112,18 @@ def collate_seq(rows: Sequence[tuple[np.ndarray, int, int]], max_items: int) -> 
 
 @gin.configurable(denylist=["dataset", "split"])
 class SeqData(Dataset):
-    """Rows (history [n] int64 with 1 <= n <= max_items, user_id, target) of one leave-one-out split."""
+    """Rows (history [n] int64 with 1 <= n <= max_items, user_id, target) of one leave-one-out split.
+
+    skipped_users: users left out of every split for having fewer than MIN_ITEMS items (also warned).
+    """
 
     def __init__(self, dataset: RawDataset, split: str, max_items: int = gin.REQUIRED,
                  train_examples: str = "sliding") -> None:  # fmt: skip
         lengths = np.array([len(s) for s in dataset.sequences], dtype=np.int64)
-        short = int((lengths < MIN_ITEMS).sum())
-        if short:
-            warnings.warn(f"{dataset.name}: skipped {short} users with < {MIN_ITEMS} items", DataWarning, 2)
+        self.skipped_users = int((lengths < MIN_ITEMS).sum())
+        if self.skipped_users:
+            message = f"{dataset.name}: skipped {self.skipped_users} users with < {MIN_ITEMS} items"
+            warnings.warn(message, DataWarning, 2)
         self.split, self.max_items, self.train_examples = split, max_items, train_examples
         self.examples = split_examples(lengths, split, train_examples)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])  # [U + 1]

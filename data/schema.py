@@ -35,6 +35,8 @@ class DataWarning(UserWarning):
 def check_dataset(data: RawDataset) -> RawDataset:
     """Checks the invariants of RawDataset and returns it unchanged; raises ValueError naming a fault."""
     n_items = len(data.item_keys)
+    if n_items == 0 or len(data.sequences) == 0:
+        raise ValueError(f"{data.name}: {len(data.sequences)} users and {n_items} items; nothing to train on")
     if len(data.item_texts) != n_items:
         raise ValueError(f"{data.name}: {n_items} item keys but {len(data.item_texts)} item texts")
     if len(data.sequences) != len(data.user_ids):

@@ -1,10 +1,18 @@
 """Semantic IDs: per-item code tuples, the collision code that makes them unique, and the stage-1 artifact.
 
 Shapes: codes [I, Q] (RQ-VAE / RQ-KMeans output) -> codes [I, C] with C = Q + 1.
+
+Checks on the artifact, each raising SemanticIdsError that names the file and what disagrees:
+`SemanticIds.load` (format, version, fields; codes int64 [I, n_levels + 1] in [0, K), unique rows, one item
+key per row), `check_items` (against the dataset's item list) and `check_checkpoint` (a stage-2 checkpoint
+records the artifact it was trained on, K, C, I and a hash of the codes; resuming it on another artifact is
+refused). Stage-2 configs cannot state K or C: RetrievalModel denylists them, so a binding fails in gin.
 """
 
+import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -12,8 +20,13 @@ from typing import Any, NamedTuple
 import torch
 
 FORMAT = "tiger.semantic_ids"
+CHECKPOINT_KEY = "semantic_ids"  # where a stage-2 checkpoint stores `SemanticIds.fingerprint()`
 VERSION = 1
 _FIELDS = ("codes", "codebook_size", "n_levels", "item_keys", "source", "config", "metrics")
+
+
+class SemanticIdsError(ValueError):
+    """A semantic-ID artifact is unreadable or disagrees with the data, the config or a checkpoint."""
 
 
 class TupleGroups(NamedTuple):
@@ -111,12 +124,20 @@ class SemanticIds:
     def __post_init__(self):
         c = self.codes
         if c.dtype != torch.int64 or c.ndim != 2 or c.shape[1] != self.n_levels + 1:
-            raise ValueError(f"codes must be int64 [I, {self.n_levels + 1}], got {c.dtype} {tuple(c.shape)}")
+            raise SemanticIdsError(
+                f"codes must be int64 [I, {self.n_levels + 1}] (C = n_levels + 1 with n_levels = "
+                f"{self.n_levels}), got {c.dtype} {tuple(c.shape)}"
+            )
         if len(self.item_keys) != c.shape[0]:
-            raise ValueError(f"{len(self.item_keys)} item keys for {c.shape[0]} code rows")
+            raise SemanticIdsError(f"{len(self.item_keys)} item keys for {c.shape[0]} code rows")
         if c.numel() and (int(c.min()) < 0 or int(c.max()) >= self.codebook_size):
-            raise ValueError(
-                f"codes outside [0, {self.codebook_size}): min {int(c.min())}, max {int(c.max())}"
+            raise SemanticIdsError(
+                f"codes outside [0, K = {self.codebook_size}): min {int(c.min())}, max {int(c.max())}"
+            )
+        duplicates = c.shape[0] - group_tuples(c).counts.shape[0] if c.numel() else 0
+        if duplicates:
+            raise SemanticIdsError(
+                f"{duplicates} code rows repeat an earlier row; every C-tuple must be unique"
             )
 
     @classmethod
@@ -129,6 +150,12 @@ class SemanticIds:
     def n_codes(self) -> int:
         """C = Q + 1."""
         return self.n_levels + 1
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a stage-2 checkpoint records about its artifact: K, C, I and a 16-hex sha256 of the codes."""
+        digest = hashlib.sha256(self.codes.cpu().numpy().tobytes()).hexdigest()[:16]
+        return {"codebook_size": self.codebook_size, "n_codes": self.n_codes,
+                "n_items": self.codes.shape[0], "codes_sha256": digest}  # fmt: skip
 
     def lookup(self) -> ItemLookup:
         """Full C-tuple -> item index (see `lookup_items`)."""
@@ -169,12 +196,58 @@ class SemanticIds:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise ValueError(f"{path} is not a readable semantic-ID artifact: {err}") from err
+            raise SemanticIdsError(f"{path} is not a readable semantic-ID artifact: {err}") from err
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a semantic-ID artifact (expected format {FORMAT!r})")
+            raise SemanticIdsError(f"{path} is not a semantic-ID artifact (expected format {FORMAT!r})")
         if payload.get("version") != VERSION:
-            raise ValueError(f"{path} has artifact version {payload.get('version')}, expected {VERSION}")
+            raise SemanticIdsError(
+                f"{path} has artifact version {payload.get('version')}, expected {VERSION}"
+            )
         missing = [name for name in _FIELDS if name not in payload]
         if missing:
-            raise ValueError(f"{path} lacks fields {missing}")
-        return cls(**{name: payload[name] for name in _FIELDS})
+            raise SemanticIdsError(f"{path} lacks fields {missing}")
+        try:
+            return cls(**{name: payload[name] for name in _FIELDS})
+        except SemanticIdsError as err:
+            raise SemanticIdsError(f"{path}: {err}") from None
+
+
+def check_items(sem: SemanticIds, path: str | os.PathLike, item_keys: Sequence[str]) -> None:
+    """Raises SemanticIdsError naming `path` when the artifact's item list is not the dataset's (count, then
+    the first item whose key differs: a reordered catalogue would silently swap every item's codes)."""
+    if len(sem.item_keys) != len(item_keys):
+        problem = f"{len(sem.item_keys)} items in the artifact, {len(item_keys)} in the dataset"
+    elif list(sem.item_keys) != list(item_keys):
+        first = next(i for i, (a, b) in enumerate(zip(sem.item_keys, item_keys)) if a != b)
+        problem = (
+            f"item {first} is {sem.item_keys[first]!r} in the artifact, {item_keys[first]!r} in the dataset"
+        )
+    else:
+        return
+    raise SemanticIdsError(
+        f"{path} was built for a different item list ({problem}); bind train_decoder.semantic_ids to the "
+        "artifact of this dataset"
+    )
+
+
+def check_checkpoint(ckpt: str | os.PathLike, sem: SemanticIds, binding: str) -> None:
+    """Refuses to resume stage-2 checkpoint `ckpt` on an artifact other than the one it was trained on.
+
+    Reads only the record `CHECKPOINT_KEY` (tensors memory-mapped, not loaded). Not checked here: a
+    checkpoint without the record (written before it existed) and one that cannot be read (the checkpoint
+    loader that runs next reports it). `binding` names where the artifact came from.
+    """
+    try:
+        payload = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return
+    saved = payload.get(CHECKPOINT_KEY) if isinstance(payload, dict) else None
+    if saved is None:
+        return
+    now = sem.fingerprint()
+    diffs = [f"{k} {saved.get(k)} in the checkpoint, {v} now" for k, v in now.items() if saved.get(k) != v]
+    if diffs:
+        raise SemanticIdsError(
+            f"{ckpt} was trained on other semantic IDs than {binding}: {'; '.join(diffs)}. "
+            "Use a new train_decoder.out_dir, or bind the artifact this run started with."
+        )

@@ -1,10 +1,23 @@
-"""Command line and gin handling shared by both training scripts."""
+"""Command line and gin handling shared by both training scripts.
+
+Errors in the input (gin files and bindings, data files, the semantic-ID artifact, a non-finite loss) carry
+messages that name the file, line or binding. `run_cli` is each script's `__main__`: it prints such an error
+as `<script>: error: <message>` on stderr and exits with status 1, without a traceback; any other exception
+is a bug and keeps its traceback. `main(argv)` itself raises, so tests see the exception.
+"""
 
 import argparse
-from collections.abc import Sequence
+import re
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import gin
+
+from data.schema import DataFormatError
+from modules.semantic_ids import SemanticIdsError
+from training.guards import NonFiniteLossError
 
 
 class ConfigError(ValueError):
@@ -41,7 +54,52 @@ def load_gin(config_files: Sequence[str], bindings: Sequence[str]) -> None:
             gin.parse_config(binding)
         except Exception as err:
             raise ConfigError(f"bad --gin binding {binding!r}: {err}") from err
-    gin.finalize()
+    try:
+        gin.finalize()
+    except ValueError as err:  # e.g. "x.y set to `%gin.REQUIRED` but not subsequently overridden"
+        raise ConfigError(f"gin config: {err}") from err
+
+
+# gin raises this RuntimeError when a configurable is called with a gin.REQUIRED parameter left unbound.
+_REQUIRED = re.compile(r"Required bindings for `([^`]+)` not provided in config: \[([^\]]*)\]")
+# gin appends this to errors raised inside a configurable; the object's repr (an address) is noise.
+_GIN_CALL = re.compile(r"In call to configurable '([^']+)' \(<[^>]*>\)")
+
+
+def missing_binding(err: BaseException) -> ConfigError | None:
+    """gin's "Required bindings for `f` not provided in config: ['x']" as a ConfigError naming `f.x`."""
+    match = _REQUIRED.search(str(err))
+    if match is None:
+        return None
+    params = [name.strip("'\" ") for name in match[2].split(",")]
+    names = [f"{match[1]}.{param}" for param in params]
+    return ConfigError(
+        f"missing required gin binding {', '.join(names)}: set it in a config file or pass "
+        f"--gin '{names[0]} = ...'"
+    )
+
+
+INPUT_ERRORS = (ConfigError, DataFormatError, SemanticIdsError, NonFiniteLossError, FileNotFoundError)
+
+
+def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
+    """Runs `main(argv)`; an input error (INPUT_ERRORS, or an unbound gin.REQUIRED parameter) prints
+    `<script>: error: <message>` to stderr and exits with status 1 (module docstring)."""
+    try:
+        main(argv)
+    except INPUT_ERRORS as err:
+        _exit_with(err)
+    except RuntimeError as err:
+        config_error = missing_binding(err)
+        if config_error is None:
+            raise
+        _exit_with(config_error)
+
+
+def _exit_with(err: BaseException) -> None:
+    message = _GIN_CALL.sub(r"(in configurable \1)", str(err))
+    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def operative_config() -> str:

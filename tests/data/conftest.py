@@ -5,29 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.files import (
-    MOVIES_DAT,
-    P5_ASINS,
-    P5_META,
-    P5_SEQUENCES,
-    RATINGS_DAT,
-    REVIEWS,
-    reviews_text,
-    write_gz,
-)
+from tests.data.files import REVIEWS, reviews_text, write_gz, write_ml1m_root, write_p5_root
 
 
 @pytest.fixture
 def p5_root(tmp_path: Path) -> Path:
     """P5 layout: sequential_data.txt + datamaps.json (both maps) + meta.json.gz of Python literals."""
-    root = tmp_path / "beauty"
-    root.mkdir()
-    (root / "sequential_data.txt").write_text(P5_SEQUENCES)
-    maps = {"item2id": {a: str(i + 1) for i, a in enumerate(P5_ASINS)}}
-    maps["id2item"] = {v: k for k, v in maps["item2id"].items()}
-    (root / "datamaps.json").write_text(json.dumps(maps))
-    write_gz(root / "meta.json.gz", "".join(repr(m) + "\n" for m in P5_META))
-    return root
+    return write_p5_root(tmp_path / "beauty")
 
 
 @pytest.fixture
@@ -42,11 +26,7 @@ def raw_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ml1m_root(tmp_path: Path) -> Path:
-    root = tmp_path / "ml-1m"
-    root.mkdir()
-    (root / "movies.dat").write_bytes(MOVIES_DAT.encode("iso-8859-1"))
-    (root / "ratings.dat").write_text(RATINGS_DAT)
-    return root
+    return write_ml1m_root(tmp_path / "ml-1m")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Contents of the tiny dataset files the tests write, and a writer for .gz files."""
+"""Contents of the tiny dataset files the tests write, and writers for .gz files and whole dataset folders."""
 
 import gzip
 import json
@@ -48,3 +48,22 @@ MOVIES_DAT = (
 )
 # user 3 rates first in the file; user 1 has a timestamp tie (movie 9 then movie 1 in file order).
 RATINGS_DAT = "3::5::4::300\n1::9::5::100\n1::1::3::100\n3::1::2::200\n1::5::4::50\n"
+
+
+def write_p5_root(root: Path) -> Path:
+    """P5 layout in `root`: sequential_data.txt, datamaps.json (both maps), meta.json.gz (Python literals)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sequential_data.txt").write_text(P5_SEQUENCES)
+    maps = {"item2id": {a: str(i + 1) for i, a in enumerate(P5_ASINS)}}
+    maps["id2item"] = {v: k for k, v in maps["item2id"].items()}
+    (root / "datamaps.json").write_text(json.dumps(maps))
+    write_gz(root / "meta.json.gz", "".join(repr(m) + "\n" for m in P5_META))
+    return root
+
+
+def write_ml1m_root(root: Path) -> Path:
+    """ML-1M layout in `root`: movies.dat (ISO-8859-1) + ratings.dat."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "movies.dat").write_bytes(MOVIES_DAT.encode("iso-8859-1"))
+    (root / "ratings.dat").write_text(RATINGS_DAT)
+    return root

@@ -75,7 +75,9 @@ def test_malformed_meta_line_names_file_and_line(tmp_path):
 
 def test_item_id_outside_datamaps_is_an_error(p5_root):
     (p5_root / "sequential_data.txt").write_text("1 1 2\n2 6\n")
-    with pytest.raises(DataFormatError, match="user 2 has an item id outside 1..5"):
+    with pytest.raises(
+        DataFormatError, match=r"sequential_data.txt:2: item id 6 is not in datamaps.json \(ids 1..5\)"
+    ):
         load_amazon(str(p5_root), "beauty")
 
 
