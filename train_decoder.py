@@ -24,20 +24,24 @@ from data.schema import RawDataset
 from evaluate.retrieval import evaluate_retrieval, popularity_baseline
 from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
-from modules.semantic_ids import SemanticIds
+from modules.semantic_ids import CHECKPOINT_KEY, SemanticIds, check_checkpoint, check_items
 from modules.tokens import tokenize
-from training.checkpoint import atomic_save, load_checkpoint, save_checkpoint
-from training.cli import load_gin, operative_config, parse_args
+from training.checkpoint import atomic_save, load_checkpoint, load_tensors, save_checkpoint
+from training.cli import load_gin, operative_config, parse_args, run_cli
+from training.guards import check_intervals
 from training.logger import make_logger, write_json
 from training.run import (
     BatchOrder,
     MetricSums,
     adamw,
+    cross_process,
     git_commit,
     interval_metrics,
     machine,
     make_accelerator,
+    pool_shard_means,
     run_dir,
+    shard,
 )
 from training.schedule import inverse_sqrt
 
@@ -57,11 +61,7 @@ def load_data(semantic_ids: str) -> tuple[RawDataset, SemanticIds, SeqData]:
 def load_semantic_ids(path: str, item_keys: Sequence[str]) -> SemanticIds:
     """The stage-1 artifact, checked against the dataset's item order."""
     sem = SemanticIds.load(path)
-    if list(sem.item_keys) != list(item_keys):
-        raise ValueError(
-            f"{path} was built for a different item list ({len(sem.item_keys)} items) than the dataset "
-            f"({len(item_keys)} items); bind train.semantic_ids to the artifact of this dataset"
-        )
+    check_items(sem, path, item_keys)
     return sem
 
 
@@ -75,13 +75,15 @@ def train_step(model, optimizer, scheduler, batch, accelerator) -> dict[str, tor
     return {"train/loss": out.loss, **{f"train/loss_level{c}": v for c, v in enumerate(out.loss_per_level)}}
 
 
-def eval_loader(dataset, split: str, batch_size: int, max_users: int | None) -> DataLoader:
+def eval_loader(
+    dataset, split: str, batch_size: int, max_users: int | None, rank: int = 0, world: int = 1
+) -> DataLoader:
+    """The first `max_users` users of `split` (all when None); process `rank` of `world` gets every
+    `world`-th of them (pool the per-process metrics with pool_shard_means). The loader's dataset is the
+    SeqData itself when it holds the whole split, else a Subset of it."""
     data = SeqData(dataset, split=split)
-    rows = (
-        data
-        if max_users is None or max_users >= len(data)
-        else torch.utils.data.Subset(data, range(max_users))
-    )
+    n = len(data) if max_users is None else min(max_users, len(data))
+    rows = data if world == 1 and n == len(data) else torch.utils.data.Subset(data, shard(n, rank, world))
     return DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=data.collate)
 
 
@@ -102,6 +104,7 @@ def build(sem: SemanticIds, max_items: int, schedule, ckpt: Path) -> Components:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     if not ckpt.exists():
         return Components(model, optimizer, scheduler, 0, -1.0)
+    check_checkpoint(ckpt, sem, "train_decoder.semantic_ids")  # refuses a run trained on other codes
     payload = load_checkpoint(ckpt, model=model, optimizer=optimizer)
     scheduler.load_state_dict(payload["scheduler"])
     tqdm.write(f"resumed from {ckpt} at step {payload['step']}")
@@ -111,8 +114,10 @@ def build(sem: SemanticIds, max_items: int, schedule, ckpt: Path) -> Components:
 def validate(retrieval, valid, model, run: Path, step: int, best: float, select_metric: str, is_main: bool):
     """Validation retrieval metrics; saves best.pt when `select_metric` improves. -> (metrics, best)."""
     scores = {f"valid/{k.split('/', 1)[1]}": v for k, v in retrieval(valid).items()}
-    if scores[f"valid/{select_metric}"] > best and is_main:
-        best = scores[f"valid/{select_metric}"]
+    if scores[f"valid/{select_metric}"] <= best:
+        return scores, best
+    best = scores[f"valid/{select_metric}"]  # the same pooled value on every process
+    if is_main:
         atomic_save({"model": model.state_dict(), "step": step}, run / "best.pt")
     return scores, best
 
@@ -134,7 +139,12 @@ def train(
     seed: int = 42,
     use_wandb: bool = True,
 ) -> dict[str, float]:
-    """Step-based loop (loop settings only; model sizes live on RetrievalModel)."""
+    """Step-based loop (loop settings only; model sizes live on RetrievalModel).
+
+    batch_size is the global batch: with P processes each takes batch_size / P rows of every step's batch
+    (BatchOrder). Evaluation users are split over the processes and the metrics pooled.
+    """
+    check_intervals("train_decoder", log_every, eval_every=eval_every, ckpt_every=ckpt_every)
     torch.manual_seed(seed)
     accelerator = make_accelerator()
     run, device, is_main = run_dir(out_dir), accelerator.device, accelerator.is_main_process
@@ -145,18 +155,21 @@ def train(
         sem, train_data.max_items, schedule, run / "checkpoint.pt"
     )
     config = operative_config()
-    (run / "config.gin").write_text(config)
+    if is_main:
+        (run / "config.gin").write_text(config)
     model, optimizer = accelerator.prepare(model, optimizer)
     plain = accelerator.unwrap_model(model)
-    valid = eval_loader(dataset, "valid", eval_batch_size, eval_users)
+    shard_of = (accelerator.process_index, accelerator.num_processes)
+    valid = eval_loader(dataset, "valid", eval_batch_size, eval_users, *shard_of)
     order = BatchOrder(
         len(train_data), batch_size, seed, accelerator.process_index, accelerator.num_processes
     )
-    logger = make_logger(run, "tiger-decoder", {"gin": config}, use_wandb, is_main)
-    sums, t_log = MetricSums(), time.perf_counter()
+    logger = make_logger(run, "tiger-decoder", {"gin": config}, use_wandb, is_main, start)
+    sums, t_log = MetricSums(cross_process(accelerator, "mean")), time.perf_counter()
 
     def retrieval(loader):
-        return evaluate_retrieval(plain, loader, item_codes, trie, beam_width=beam_width, device=device)
+        scores = evaluate_retrieval(plain, loader, item_codes, trie, beam_width=beam_width, device=device)
+        return pool_shard_means(scores, "eval/users", cross_process(accelerator, "sum"))
 
     for step in tqdm(
         range(start, iterations), initial=start, total=iterations, disable=not sys.stderr.isatty()
@@ -173,11 +186,13 @@ def train(
             logger.log(metrics, done)
             t_log = time.perf_counter()
         if (done % ckpt_every == 0 or done == iterations) and is_main:
-            extra = {"scheduler": scheduler.state_dict(), "best": best}
+            extra = {"scheduler": scheduler.state_dict(), "best": best, CHECKPOINT_KEY: sem.fingerprint()}
             save_checkpoint(
                 run / "checkpoint.pt", model=plain, optimizer=optimizer, step=done, config=config, extra=extra
             )
-    summary = final_test(run, plain, dataset, retrieval, eval_batch_size)
+    accelerator.wait_for_everyone()  # best.pt is complete before any process reads it
+    test = eval_loader(dataset, "test", eval_batch_size, None, *shard_of)
+    summary = final_test(run, plain, dataset, retrieval, test)
     summary.update(
         {"iterations": iterations, "commit": git_commit(), "machine": machine(), "best_valid": best}
     )
@@ -188,14 +203,14 @@ def train(
     return summary
 
 
-def final_test(run: Path, model, dataset, retrieval, eval_batch_size: int) -> dict[str, float]:
+def final_test(run: Path, model, dataset, retrieval, test: DataLoader) -> dict[str, float]:
     """Test metrics from the best-validation weights, beside the popularity baseline on the same split."""
     best = run / "best.pt"
     if best.exists():
-        model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
-    test = eval_loader(dataset, "test", eval_batch_size, None)
+        model.load_state_dict(load_tensors(best)["model"])
     scores = {f"test/{k.split('/', 1)[1]}": v for k, v in retrieval(test).items()}
-    targets = torch.from_numpy(test.dataset.targets())  # [U], without collating the split a second time
+    data = test.dataset.dataset if isinstance(test.dataset, torch.utils.data.Subset) else test.dataset
+    targets = torch.from_numpy(data.targets())  # [U] the whole split, without collating it a second time
     pop = popularity_baseline(popularity(dataset, "test"), targets)
     tqdm.write(comparison_table(scores, pop))
     return {**scores, **pop}
@@ -213,4 +228,4 @@ def comparison_table(scores: dict[str, float], pop: dict[str, float]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

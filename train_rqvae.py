@@ -22,12 +22,14 @@ from modules.rqvae import RqVae
 from modules.rqvae_metrics import codes_summary
 from modules.semantic_ids import SemanticIds, append_collision_code
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.cli import load_gin, operative_config, parse_args
+from training.cli import load_gin, operative_config, parse_args, run_cli
+from training.guards import check_intervals
 from training.logger import make_logger, write_json
 from training.run import (
     BatchOrder,
     MetricSums,
     adamw,
+    cross_process,
     git_commit,
     interval_metrics,
     machine,
@@ -88,17 +90,17 @@ def evaluate(
 
 def build(emb: torch.Tensor, init_idx: torch.Tensor, seed: int, ckpt: Path):
     """RqVae + AdamW; resumed from `ckpt` when it exists, else codebooks set by k-means (an explicit call).
-    -> (model, optimizer, start step)."""
+    -> (model, optimizer, start step, last logged metrics)."""
     model = RqVae(input_dim=emb.shape[1])
     optimizer = adamw(model.parameters())
     if ckpt.exists():
-        start = load_checkpoint(ckpt, model=model, optimizer=optimizer)["step"]
-        tqdm.write(f"resumed from {ckpt} at step {start}")
-        return model, optimizer, start
+        payload = load_checkpoint(ckpt, model=model, optimizer=optimizer)
+        tqdm.write(f"resumed from {ckpt} at step {payload['step']}")
+        return model, optimizer, payload["step"], payload.get("metrics", {})
     t0 = time.perf_counter()
     model.kmeans_init(emb[init_idx], generator=torch.Generator().manual_seed(seed))
     tqdm.write(f"k-means init on {len(init_idx)} items: {time.perf_counter() - t0:.2f} s")
-    return model, optimizer, 0
+    return model, optimizer, 0, {}
 
 
 @gin.configurable("train_rqvae")
@@ -119,6 +121,7 @@ def train(
     """Step-based training loop (loop settings only; model sizes live on RqVae / RqKMeans)."""
     if tokenizer not in ("rqvae", "rq_kmeans"):
         raise ValueError(f"train_rqvae.tokenizer must be 'rqvae' or 'rq_kmeans', got {tokenizer!r}")
+    check_intervals("train_rqvae", log_every, eval_every=eval_every, ckpt_every=ckpt_every)
     torch.manual_seed(seed)
     accelerator = make_accelerator()
     run = run_dir(out_dir)
@@ -126,20 +129,21 @@ def train(
     emb = item_embeddings(dataset).float()  # [I, E]
     train_idx, eval_idx = split_items(len(emb), eval_fraction, seed)
     init_idx = kmeans_sample(train_idx, kmeans_items, seed)
-    if tokenizer == "rq_kmeans":
-        return fit_rq_kmeans(run, dataset, emb, init_idx, seed)
+    if tokenizer == "rq_kmeans":  # no gradient training: one process fits and writes, the others stop
+        return fit_rq_kmeans(run, dataset, emb, init_idx, seed) if accelerator.is_main_process else {}
 
     ckpt = run / "checkpoint.pt"
-    model, optimizer, start = build(emb, init_idx, seed, ckpt)
+    model, optimizer, start, metrics = build(emb, init_idx, seed, ckpt)
     config = operative_config()
-    (run / "config.gin").write_text(config)
+    if accelerator.is_main_process:
+        (run / "config.gin").write_text(config)
     model, optimizer = accelerator.prepare(model, optimizer)
     step_model = torch.compile(model) if compile else model
     emb_all = emb.to(accelerator.device)  # [I, E], moved once; evaluation reads every item
     emb_train = emb_all[train_idx.to(accelerator.device)]
     order = BatchOrder(len(train_idx), batch_size, seed, accelerator.process_index, accelerator.num_processes)
-    logger = make_logger(run, "tiger-rqvae", {"gin": config}, use_wandb, accelerator.is_main_process)
-    sums, t_log, metrics = MetricSums(), time.perf_counter(), {}
+    logger = make_logger(run, "tiger-rqvae", {"gin": config}, use_wandb, accelerator.is_main_process, start)
+    sums, t_log = MetricSums(cross_process(accelerator, "mean")), time.perf_counter()
     for step in tqdm(
         range(start, iterations), initial=start, total=iterations, disable=not sys.stderr.isatty()
     ):
@@ -153,13 +157,15 @@ def train(
             logger.log(metrics, done)
             t_log = time.perf_counter()
         if (done % ckpt_every == 0 or done == iterations) and accelerator.is_main_process:
-            save_checkpoint(
-                ckpt, model=accelerator.unwrap_model(model), optimizer=optimizer, step=done, config=config
-            )
+            # metrics: the last logged dict, which metrics.json reports when a rerun resumes at the end
+            plain, extra = accelerator.unwrap_model(model), {"metrics": metrics}
+            save_checkpoint(ckpt, model=plain, optimizer=optimizer, step=done, config=config, extra=extra)
+    if not accelerator.is_main_process:  # the artifact and metrics.json are the main process's
+        logger.close()
+        return metrics
     final = write_artifact(run, dataset, accelerator.unwrap_model(model), emb, str(ckpt), config)
     summary = {**metrics, **final, "iterations": iterations, "commit": git_commit(), "machine": machine()}
-    if accelerator.is_main_process:
-        write_json(run / "metrics.json", summary)
+    write_json(run / "metrics.json", summary)
     logger.close()
     return summary
 
@@ -210,4 +216,4 @@ def _summary_line(metrics: dict[str, float]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

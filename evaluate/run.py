@@ -19,6 +19,7 @@ from data.processed import popularity
 from evaluate.retrieval import evaluate_retrieval, popularity_baseline
 from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
+from training.checkpoint import load_tensors
 from training.cli import load_gin
 from training.logger import write_json
 from training.run import git_commit, machine
@@ -48,7 +49,7 @@ def load_run(run: Path, bindings: Sequence[str]):
     model = RetrievalModel(
         codebook_size=sem.codebook_size, n_levels=sem.codes.shape[1], max_items=train_data.max_items
     )
-    model.load_state_dict(torch.load(run / "best.pt", map_location="cpu", weights_only=True)["model"])
+    model.load_state_dict(load_tensors(run / "best.pt")["model"])
     return dataset, sem, model.eval()
 
 

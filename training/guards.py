@@ -1,4 +1,4 @@
-"""Stop a run on a non-finite loss with a message naming the step; nothing written so far is touched."""
+"""Run guards: a non-finite loss stops the run naming the step; intervals must fall on log steps."""
 
 import torch
 
@@ -16,3 +16,17 @@ def check_finite(values: dict[str, torch.Tensor | float], step: int, run_dir) ->
             f"The last good checkpoint in {run_dir} "
             "is intact (checkpoints are only written after this check passes)."
         )
+
+
+def check_intervals(scope: str, log_every: int, **every: int) -> None:
+    """Evaluations and checkpoints must fall on log steps: each interval a multiple of `log_every`.
+
+    Evaluation runs inside the log branch (an eval_every off the log grid is silently skipped), and a
+    checkpoint between log steps would drop the interval's partial metric sums, so a resumed run would log
+    different means than an uninterrupted one.
+    """
+    for name, value in every.items():
+        if value <= 0 or log_every <= 0 or value % log_every:
+            raise ValueError(
+                f"{scope}.{name} = {value} must be a positive multiple of {scope}.log_every = {log_every}"
+            )

@@ -16,10 +16,15 @@ class Logger(Protocol):
 
 
 class JsonlLogger:
-    """Appends every logged dict to `<run_dir>/metrics.jsonl` as one line with its step."""
+    """Appends every logged dict to `<run_dir>/metrics.jsonl` as one line with its step.
 
-    def __init__(self, run_dir: Path):
+    A run (re)started at `start_step` first drops the rows its checkpoint does not cover (see
+    `trim_jsonl`), so a resumed file has no duplicate or out-of-order steps and equals an uninterrupted one.
+    """
+
+    def __init__(self, run_dir: Path, start_step: int = 0):
         self.path = Path(run_dir) / "metrics.jsonl"
+        trim_jsonl(self.path, start_step)
         self.file = self.path.open("a", encoding="utf-8")
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -28,6 +33,28 @@ class JsonlLogger:
 
     def close(self) -> None:
         self.file.close()
+
+
+def trim_jsonl(path: Path, step: int) -> None:
+    """Keep the rows a checkpoint at `step` covers: those before `step` and the first one at `step` (the
+    interval row, logged just before that checkpoint). Later rows and a torn last line are dropped."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept, seen_step = [], False
+    for line in lines:
+        try:
+            row_step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            break  # a write cut short by a kill: nothing after it is trusted
+        if row_step > step or (row_step == step and seen_step):
+            break
+        kept.append(line if line.endswith("\n") else line + "\n")
+        seen_step = seen_step or row_step == step
+    if kept != lines:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 class WandbLogger:
@@ -66,12 +93,12 @@ class MultiLogger:
 
 
 def make_logger(
-    run_dir: Path, project: str, config: dict[str, Any], use_wandb: bool, is_main: bool
+    run_dir: Path, project: str, config: dict[str, Any], use_wandb: bool, is_main: bool, start_step: int = 0
 ) -> Logger:
-    """metrics.jsonl + optional wandb on the main process; a no-op logger elsewhere."""
+    """metrics.jsonl (trimmed to `start_step`) + optional wandb on the main process; a no-op elsewhere."""
     if not is_main:
         return MultiLogger([])
-    loggers: list[Logger] = [JsonlLogger(run_dir)]
+    loggers: list[Logger] = [JsonlLogger(run_dir, start_step)]
     if use_wandb:
         try:
             loggers.append(WandbLogger(run_dir, project, config, resume_id=_wandb_id(run_dir)))

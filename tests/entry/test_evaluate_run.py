@@ -1,4 +1,4 @@
-"""python -m evaluate.run re-evaluates a finished stage-2 run exactly as training did, at other beam widths."""
+"""python -m evaluate.run re-evaluates a finished stage-2 run as training did, at other beam widths."""
 
 import json
 

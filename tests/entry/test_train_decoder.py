@@ -1,10 +1,10 @@
 import json
 
 import pytest
-import torch
 
 import train_decoder
 import train_rqvae
+from training.checkpoint import load_tensors
 from training.guards import NonFiniteLossError
 
 
@@ -61,7 +61,7 @@ def test_nan_guard_keeps_checkpoint(tmp_path, semantic_ids, poison_train_step):
     poison_train_step(train_decoder, after=3)
     with pytest.raises(NonFiniteLossError, match="step 20"):
         run(tmp_path, semantic_ids, "train_decoder.iterations = 30")
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 10
+    assert load_tensors(tmp_path / "checkpoint.pt")["step"] == 10
 
 
 def test_artifact_for_other_items_is_rejected(tmp_path, semantic_ids):

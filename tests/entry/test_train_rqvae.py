@@ -5,6 +5,7 @@ import torch
 
 import train_rqvae
 from modules.semantic_ids import SemanticIds
+from training.checkpoint import load_tensors
 from training.guards import NonFiniteLossError
 
 CONFIG = "configs/rqvae_debug.gin"
@@ -47,11 +48,11 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, poison_train_step):
     run(tmp_path, "train_rqvae.iterations = 20")
-    good = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    good = load_tensors(tmp_path / "checkpoint.pt")
     poison_train_step(train_rqvae, after=5)
     with pytest.raises(NonFiniteLossError, match="step 30"):
         run(tmp_path, "train_rqvae.iterations = 40")
-    kept = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    kept = load_tensors(tmp_path / "checkpoint.pt")
     assert kept["step"] == 20
     torch.testing.assert_close(kept["model"], good["model"])
 

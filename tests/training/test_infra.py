@@ -5,9 +5,15 @@ import gin
 import pytest
 import torch
 
-from training.checkpoint import atomic_save, load_checkpoint, save_checkpoint
+from training.checkpoint import (
+    UnsafeCheckpointError,
+    atomic_save,
+    load_checkpoint,
+    load_tensors,
+    save_checkpoint,
+)
 from training.cli import ConfigError, load_gin
-from training.guards import NonFiniteLossError, check_finite
+from training.guards import NonFiniteLossError, check_finite, check_intervals
 from training.logger import JsonlLogger, write_json
 from training.run import BatchOrder, MetricSums
 from training.schedule import inverse_sqrt, warmup_cosine
@@ -49,6 +55,14 @@ def test_metric_sums_means_then_resets():
     assert sums.flush() == {}
 
 
+def test_intervals_must_fall_on_log_steps():
+    check_intervals("train", 10, eval_every=30, ckpt_every=10)
+    with pytest.raises(ValueError, match=r"train\.eval_every = 25 .* train\.log_every = 10"):
+        check_intervals("train", 10, eval_every=25, ckpt_every=10)
+    with pytest.raises(ValueError, match="ckpt_every = 0"):
+        check_intervals("train", 10, ckpt_every=0)
+
+
 def test_check_finite_names_key_and_step(tmp_path):
     check_finite({"loss": torch.tensor(1.0)}, 3, tmp_path)
     with pytest.raises(NonFiniteLossError, match=r"loss.*step 7"):
@@ -74,6 +88,53 @@ def test_checkpoint_round_trip_restores_model_optimizer_rng(tmp_path):
 def test_atomic_save_leaves_no_temp_file(tmp_path):
     atomic_save({"a": 1}, tmp_path / "x.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+
+
+def test_torn_temp_file_from_a_killed_write_is_harmless(tmp_path):
+    atomic_save({"a": torch.arange(3)}, tmp_path / "x.pt")
+    (tmp_path / "x.pt.tmp").write_bytes(b"PK\x03\x04 half a zip")  # what a kill mid-write leaves
+    torch.testing.assert_close(load_tensors(tmp_path / "x.pt")["a"], torch.arange(3))  # never read
+    atomic_save({"a": torch.arange(4)}, tmp_path / "x.pt")  # overwrites it, then renames
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+    torch.testing.assert_close(load_tensors(tmp_path / "x.pt")["a"], torch.arange(4))
+
+
+def test_training_checkpoint_is_tensors_only(tmp_path):
+    """model, fused AdamW, LambdaLR, RNG, config and floats all load with weights_only=True."""
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: inverse_sqrt(step, warmup_steps=2))
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    sched.step()
+    extra = {"scheduler": sched.state_dict(), "best": 0.5, "metrics": {"train/loss": 1.0}}
+    save_checkpoint(tmp_path / "c.pt", model=model, optimizer=opt, step=1, config="", extra=extra)
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert payload["scheduler"] == sched.state_dict() and payload["best"] == 0.5
+
+
+_UNPICKLED = []
+
+
+def _run_on_load():
+    _UNPICKLED.append(True)
+
+
+class _CodeOnLoad:
+    """Unpickling this object runs code: what weights_only=True exists to refuse."""
+
+    def __reduce__(self):
+        return _run_on_load, ()
+
+
+def test_checkpoint_with_pickled_object_is_refused(tmp_path):
+    path = tmp_path / "c.pt"
+    torch.save({"model": {}, "step": 1, "rng": {}, "extra": _CodeOnLoad()}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r"c\.pt is not a tensors-only checkpoint.*_run_on_load"):
+        load_checkpoint(path, model=torch.nn.Linear(1, 1))
+    with pytest.raises(UnsafeCheckpointError, match="not a tensors-only checkpoint"):
+        load_tensors(path)
+    assert not _UNPICKLED  # refused before any of it ran
 
 
 def test_corrupt_checkpoint_error_names_file(tmp_path):
@@ -110,3 +171,16 @@ def test_jsonl_logger_and_write_json(tmp_path):
     assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 10, "train/loss": 1.5}
     write_json(tmp_path / "m.json", {"a": 1})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1}
+
+
+def test_jsonl_logger_restarted_at_a_step_drops_rows_its_checkpoint_does_not_cover(tmp_path):
+    rows = [{"step": 10, "a": 1.0}, {"step": 20, "a": 2.0}, {"step": 20, "test": 0.5}, {"step": 30, "a": 3.0}]
+    text = "".join(json.dumps(row) + "\n" for row in rows) + '{"step": 40, "a'  # torn by a kill
+    (tmp_path / "metrics.jsonl").write_text(text)
+    logger = JsonlLogger(tmp_path, start_step=20)
+    logger.log({"a": 3.5}, 30)
+    logger.close()
+    kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert kept == [rows[0], rows[1], {"step": 30, "a": 3.5}]
+    JsonlLogger(tmp_path, start_step=0).close()  # a fresh start (no checkpoint) starts a fresh log
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
