@@ -22,7 +22,7 @@ from modules.rqvae import RqVae
 from modules.rqvae_metrics import codes_summary
 from modules.semantic_ids import SemanticIds, append_collision_code
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.cli import load_gin, operative_config, parse_args, run_cli
+from training.cli import ConfigError, load_gin, operative_config, parse_args, run_cli
 from training.guards import check_intervals
 from training.logger import make_logger, write_json
 from training.run import (
@@ -120,7 +120,7 @@ def train(
 ) -> dict[str, float]:
     """Step-based training loop (loop settings only; model sizes live on RqVae / RqKMeans)."""
     if tokenizer not in ("rqvae", "rq_kmeans"):
-        raise ValueError(f"train_rqvae.tokenizer must be 'rqvae' or 'rq_kmeans', got {tokenizer!r}")
+        raise ConfigError(f"train_rqvae.tokenizer must be 'rqvae' or 'rq_kmeans', got {tokenizer!r}")
     check_intervals("train_rqvae", log_every, eval_every=eval_every, ckpt_every=ckpt_every)
     torch.manual_seed(seed)
     accelerator = make_accelerator()

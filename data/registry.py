@@ -57,4 +57,6 @@ def main(argv: Sequence[str] | None = None) -> RawDataset:
 
 
 if __name__ == "__main__":
-    main()
+    from training.cli import run_cli
+
+    run_cli(main)

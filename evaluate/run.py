@@ -20,7 +20,7 @@ from evaluate.retrieval import evaluate_retrieval, popularity_baseline
 from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
 from training.checkpoint import load_tensors
-from training.cli import load_gin
+from training.cli import load_gin, run_cli
 from training.logger import write_json
 from training.run import git_commit, machine
 
@@ -83,4 +83,4 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -351,6 +351,20 @@ def test_missing_required_binding_exits_non_zero_naming_it(tmp_path, capsys, scr
     assert f"--gin '{script}.out_dir = ...'" in err
 
 
+@pytest.mark.parametrize(
+    "binding, named",
+    [
+        ("train_rqvae.tokenizer = 'kmeans'", "train_rqvae.tokenizer must be 'rqvae' or 'rq_kmeans'"),
+        ("train_rqvae.eval_every = 25", "train_rqvae.eval_every = 25 must be a positive multiple"),
+    ],
+    ids=["bad_choice", "interval_off_the_log_grid"],
+)
+def test_bad_loop_settings_exit_non_zero_naming_the_binding(tmp_path, capsys, binding, named):
+    out = f"train_rqvae.out_dir = '{tmp_path / 'run'}'"
+    err = cli(capsys, train_rqvae.main, "configs/rqvae_debug.gin", "--gin", out, "--gin", binding)
+    assert named in err
+
+
 def test_load_gin_names_a_binding_left_required():
     with pytest.raises(ConfigError, match="load_synthetic.n_items set to `%gin.REQUIRED`"):
         load_gin([str(REPO / "configs/rqvae_debug.gin")], ["load_synthetic.n_items = %gin.REQUIRED"])

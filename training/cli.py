@@ -17,7 +17,7 @@ import gin
 
 from data.schema import DataFormatError
 from modules.semantic_ids import SemanticIdsError
-from training.guards import NonFiniteLossError
+from training.guards import IntervalError, NonFiniteLossError
 
 
 class ConfigError(ValueError):
@@ -79,7 +79,14 @@ def missing_binding(err: BaseException) -> ConfigError | None:
     )
 
 
-INPUT_ERRORS = (ConfigError, DataFormatError, SemanticIdsError, NonFiniteLossError, FileNotFoundError)
+INPUT_ERRORS = (
+    ConfigError,
+    DataFormatError,
+    SemanticIdsError,
+    NonFiniteLossError,
+    IntervalError,
+    FileNotFoundError,
+)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:

@@ -7,6 +7,10 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+class IntervalError(ValueError):
+    """A loop interval binding off the log grid (a configuration error: the CLI exits 1 naming it)."""
+
+
 def check_finite(values: dict[str, torch.Tensor | float], step: int, run_dir) -> None:
     """Raise if any logged value is NaN/inf. Called once per log interval (one host sync there)."""
     bad = {k: float(v) for k, v in values.items() if not torch.isfinite(torch.as_tensor(v)).all()}
@@ -27,6 +31,6 @@ def check_intervals(scope: str, log_every: int, **every: int) -> None:
     """
     for name, value in every.items():
         if value <= 0 or log_every <= 0 or value % log_every:
-            raise ValueError(
+            raise IntervalError(
                 f"{scope}.{name} = {value} must be a positive multiple of {scope}.log_every = {log_every}"
             )
