@@ -1,0 +1,101 @@
+"""The README results table, rendered from results rows (bench.quality) and re-evaluations (evaluate.run).
+
+    python -m bench.results_table docs/results/beauty-cpu-paper.json docs/results/toys-cpu-paper.json ... \
+        [--eval docs/results/beauty-cpu-paper-eval-test-beam20.json ...]
+
+Prints one markdown table (published anchors first, marked as such; then one row per measured run, with the
+popularity baseline of each dataset once) and, below it, the command behind every measured row. Nothing is
+typed by hand: every measured number comes from a JSON file written by the run itself.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+# Published values (P5 split of Amazon 2014: leave-one-out, full ranking, history <= 20), in the order
+# R@5, N@5, R@10, N@10. Sources: Rajput et al. 2023 (TIGER) Table 2; genrec and RPG as quoted in issue 6.
+PUBLISHED = [
+    ("beauty", "TIGER paper", (0.0454, 0.0321, 0.0648, 0.0384)),
+    ("beauty", "genrec (best independent TIGER reproduction)", (0.0465, 0.0297, 0.0721, 0.0378)),
+    ("beauty", "RPG (best generative semantic-ID model with public code)", (0.0550, 0.0381, 0.0809, 0.0464)),
+    ("sports", "TIGER paper", (0.0264, 0.0181, 0.0400, 0.0225)),
+    ("toys", "TIGER paper", (0.0521, 0.0371, 0.0712, 0.0432)),
+]
+COLUMNS = ["#", "dataset", "run", "budget", "R@5", "N@5", "R@10", "N@10", "R@10 3-code prefix", "date",
+           "commit", "machine"]  # fmt: skip
+HEADER = "| " + " | ".join(COLUMNS) + " |\n" + "|---" * len(COLUMNS) + "|"
+
+
+def fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def metric_cells(m: dict, split: str) -> list[str]:
+    keys = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@10_prefix3")
+    return [fmt(m.get(f"{split}/{k}")) for k in keys]
+
+
+def budget(row: dict) -> str:
+    b = row["budget"]
+    return f"RQ-VAE {b['rqvae_steps']:,} steps; decoder {b['decoder_steps']:,} steps × 256"
+
+
+def measured_rows(paths: list[Path]) -> tuple[list[str], list[str]]:
+    """Table lines and numbered commands for results rows, each dataset's popularity baseline once."""
+    lines, commands, seen_pop = [], [], set()
+    for path in paths:
+        row = json.loads(path.read_text())
+        n = len(commands) + 1
+        cells = [str(n), row["dataset"], row["tag"], budget(row), *metric_cells(row["metrics"], "test")]
+        lines.append("| " + " | ".join([*cells, row["date"], f"`{row['commit']}`", row["machine"]]) + " |")
+        commands.append(f"# {n}: {path.name}\n{row['command']}")
+        if row["dataset"] not in seen_pop:
+            seen_pop.add(row["dataset"])
+            pop = metric_cells(row["metrics"], "pop")
+            lines.append(f"| | {row['dataset']} | popularity (same test split) | — | " + " | ".join(pop)
+                         + f" | {row['date']} | `{row['commit']}` | {row['machine']} |")  # fmt: skip
+    return lines, commands
+
+
+def eval_rows(paths: list[Path], first: int) -> tuple[list[str], list[str]]:
+    """Table lines and commands for evaluate.run re-evaluations (other beam widths of a finished run)."""
+    lines, commands = [], []
+    for i, path in enumerate(paths, start=first):
+        row = json.loads(path.read_text())
+        run = Path(row["run"])
+        cells = [str(i), run.parent.name, f"{run.name}, beam {row['beam_width']}", "same run, re-evaluated"]
+        cells += metric_cells(row, "test") + [row["date"], f"`{row['commit']}`", row["machine"]]
+        lines.append("| " + " | ".join(cells) + " |")
+        commands.append(f"# {i}: {path.name}\npython -m evaluate.run {run} --beam-width {row['beam_width']}")
+    return lines, commands
+
+
+def render(results: list[Path], evals: list[Path]) -> str:
+    published = [
+        f"| | {ds} | **published**: {name} | paper schedule | " + " | ".join(f"{v:.4f}" for v in values)
+        + " | — | — | — | — |"
+        for ds, name, values in PUBLISHED
+    ]  # fmt: skip
+    lines, commands = measured_rows(results)
+    more, more_commands = eval_rows(evals, len(commands) + 1)
+    table = "\n".join([HEADER, *published, *lines, *more])
+    return (
+        table
+        + "\n\nCommands (row number: command):\n\n```bash\n"
+        + "\n".join(commands + more_commands)
+        + "\n```\n"
+    )
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+", type=Path, help="bench.quality results rows (JSON)")
+    parser.add_argument("--eval", nargs="*", default=[], type=Path, help="evaluate.run rows (JSON)")
+    args = parser.parse_args(argv)
+    text = render(args.results, args.eval)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
