@@ -48,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> RawDataset:
         "--gin", action="append", default=[], help="extra binding, e.g. 'load_amazon.root=\"x\"'"
     )
     args = parser.parse_args(argv)
-    gin.parse_config_files_and_bindings(args.configs, args.gin)
+    from training.cli import load_gin  # errors name the file / binding (training.cli imports data.schema)
+
+    load_gin(args.configs, args.gin)
     dataset = build_dataset()
     print(summary(dataset))
     for key, text in list(zip(dataset.item_keys, dataset.item_texts))[:3]:

@@ -7,6 +7,7 @@ is a bug and keeps its traceback. `main(argv)` itself raises, so tests see the e
 """
 
 import argparse
+import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -37,8 +38,18 @@ def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespa
     return parser.parse_args(argv)
 
 
+class _GinProbeNoise(logging.Filter):
+    """gin logs "Path not found" at ERROR level while it probes the Python path for an `include` that it then
+    finds on the config search path; a file that is really missing still raises (named in ConfigError)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Path not found:")
+
+
 def load_gin(config_files: Sequence[str], bindings: Sequence[str]) -> None:
     """Parse config files then bindings (bindings win). Errors name the file or binding that failed."""
+    if not any(isinstance(f, _GinProbeNoise) for f in logging.getLogger().filters):
+        logging.getLogger().addFilter(_GinProbeNoise())
     gin.clear_config()
     for path in config_files:
         if not Path(path).is_file():
