@@ -161,9 +161,7 @@ def train(
     plain = accelerator.unwrap_model(model)
     shard_of = (accelerator.process_index, accelerator.num_processes)
     valid = eval_loader(dataset, "valid", eval_batch_size, eval_users, *shard_of)
-    order = BatchOrder(
-        len(train_data), batch_size, seed, accelerator.process_index, accelerator.num_processes
-    )
+    order = BatchOrder(len(train_data), batch_size, seed, *shard_of)  # batch_size rows over all processes
     logger = make_logger(run, "tiger-decoder", {"gin": config}, use_wandb, is_main, start)
     sums, t_log = MetricSums(cross_process(accelerator, "mean")), time.perf_counter()
 
@@ -200,6 +198,7 @@ def train(
         write_json(run / "metrics.json", summary)
         logger.log({k: v for k, v in summary.items() if isinstance(v, float)}, iterations)
     logger.close()
+    accelerator.end_training()  # destroys the process group: a process exiting with gloo threads aborts
     return summary
 
 

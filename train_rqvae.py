@@ -130,7 +130,9 @@ def train(
     train_idx, eval_idx = split_items(len(emb), eval_fraction, seed)
     init_idx = kmeans_sample(train_idx, kmeans_items, seed)
     if tokenizer == "rq_kmeans":  # no gradient training: one process fits and writes, the others stop
-        return fit_rq_kmeans(run, dataset, emb, init_idx, seed) if accelerator.is_main_process else {}
+        summary = fit_rq_kmeans(run, dataset, emb, init_idx, seed) if accelerator.is_main_process else {}
+        accelerator.end_training()
+        return summary
 
     ckpt = run / "checkpoint.pt"
     model, optimizer, start, metrics = build(emb, init_idx, seed, ckpt)
@@ -160,13 +162,12 @@ def train(
             # metrics: the last logged dict, which metrics.json reports when a rerun resumes at the end
             plain, extra = accelerator.unwrap_model(model), {"metrics": metrics}
             save_checkpoint(ckpt, model=plain, optimizer=optimizer, step=done, config=config, extra=extra)
-    if not accelerator.is_main_process:  # the artifact and metrics.json are the main process's
-        logger.close()
-        return metrics
-    final = write_artifact(run, dataset, accelerator.unwrap_model(model), emb, str(ckpt), config)
-    summary = {**metrics, **final, "iterations": iterations, "commit": git_commit(), "machine": machine()}
-    write_json(run / "metrics.json", summary)
+    summary = {**metrics, "iterations": iterations, "commit": git_commit(), "machine": machine()}
+    if accelerator.is_main_process:  # the artifact and metrics.json are the main process's
+        summary.update(write_artifact(run, dataset, accelerator.unwrap_model(model), emb, str(ckpt), config))
+        write_json(run / "metrics.json", summary)
     logger.close()
+    accelerator.end_training()  # destroys the process group: a process exiting with gloo threads aborts
     return summary
 
 
