@@ -7,7 +7,6 @@ Writes out/<stage>/<dataset>/<run>/: config.gin, checkpoint.pt, best.pt, metrics
 Re-running the same command resumes from checkpoint.pt.
 """
 
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from modules.prefix_trie import PrefixTrie
 from modules.semantic_ids import CHECKPOINT_KEY, SemanticIds, check_checkpoint, check_items
 from modules.tokens import tokenize
 from training.checkpoint import atomic_save, load_checkpoint, load_tensors, save_checkpoint
-from training.cli import load_gin, operative_config, parse_args, run_cli
+from training.cli import load_gin, parse_args, run_cli
 from training.guards import check_intervals
 from training.logger import make_logger, write_json
 from training.run import (
@@ -40,8 +39,10 @@ from training.run import (
     machine,
     make_accelerator,
     pool_shard_means,
+    progress,
     run_dir,
     shard,
+    write_config,
 )
 from training.schedule import inverse_sqrt
 
@@ -139,11 +140,8 @@ def train(
     seed: int = 42,
     use_wandb: bool = True,
 ) -> dict[str, float]:
-    """Step-based loop (loop settings only; model sizes live on RetrievalModel).
-
-    batch_size is the global batch: with P processes each takes batch_size / P rows of every step's batch
-    (BatchOrder). Evaluation users are split over the processes and the metrics pooled.
-    """
+    """Step-based loop (loop settings only; model sizes live on RetrievalModel). batch_size is global: each of
+    P processes takes batch_size / P rows of each batch; evaluation users are split and the metrics pooled."""
     check_intervals("train_decoder", log_every, eval_every=eval_every, ckpt_every=ckpt_every)
     torch.manual_seed(seed)
     accelerator = make_accelerator()
@@ -154,9 +152,7 @@ def train(
     model, optimizer, scheduler, start, best = build(
         sem, train_data.max_items, schedule, run / "checkpoint.pt"
     )
-    config = operative_config()
-    if is_main:
-        (run / "config.gin").write_text(config)
+    config = write_config(run, is_main)
     model, optimizer = accelerator.prepare(model, optimizer)
     plain = accelerator.unwrap_model(model)
     shard_of = (accelerator.process_index, accelerator.num_processes)
@@ -169,11 +165,8 @@ def train(
         scores = evaluate_retrieval(plain, loader, item_codes, trie, beam_width=beam_width, device=device)
         return pool_shard_means(scores, "eval/users", cross_process(accelerator, "sum"))
 
-    for step in tqdm(
-        range(start, iterations), initial=start, total=iterations, disable=not sys.stderr.isatty()
-    ):
-        rows = train_data.collate([train_data[i] for i in order.indices(step).tolist()])
-        batch = tokenize(*(t.to(device) for t in rows), item_codes)
+    for step in progress(start, iterations):
+        batch = train_batch(train_data, order.indices(step), item_codes)
         sums.add(train_step(model, optimizer, scheduler, batch, accelerator))
         done = step + 1
         if done % log_every == 0 or done == iterations:
@@ -184,26 +177,41 @@ def train(
             logger.log(metrics, done)
             t_log = time.perf_counter()
         if (done % ckpt_every == 0 or done == iterations) and is_main:
-            extra = {"scheduler": scheduler.state_dict(), "best": best, CHECKPOINT_KEY: sem.fingerprint()}
-            save_checkpoint(
-                run / "checkpoint.pt", model=plain, optimizer=optimizer, step=done, config=config, extra=extra
-            )
-    accelerator.wait_for_everyone()  # best.pt is complete before any process reads it
+            save_state(run, plain, optimizer, scheduler, done, config, best, sem)
     test = eval_loader(dataset, "test", eval_batch_size, None, *shard_of)
-    summary = final_test(run, plain, dataset, retrieval, test)
-    summary.update(
-        {"iterations": iterations, "commit": git_commit(), "machine": machine(), "best_valid": best}
+    summary = final_test(run, plain, dataset, retrieval, test, accelerator)
+    summary.update({"iterations": iterations, "best_valid": best})
+    return finish(summary, run, logger, accelerator)
+
+
+def train_batch(train_data: SeqData, rows: torch.Tensor, item_codes: torch.Tensor):
+    """The tokenized training batch of `rows` (indices into train_data), on item_codes' device."""
+    seq = train_data.collate([train_data[i] for i in rows.tolist()])
+    return tokenize(*(t.to(item_codes.device) for t in seq), item_codes)
+
+
+def save_state(run: Path, model, optimizer, scheduler, step: int, config: str, best: float, sem) -> None:
+    """checkpoint.pt: everything an exact resume needs, plus the fingerprint of the semantic IDs used."""
+    extra = {"scheduler": scheduler.state_dict(), "best": best, CHECKPOINT_KEY: sem.fingerprint()}
+    save_checkpoint(
+        run / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=config, extra=extra
     )
-    if is_main:
+
+
+def finish(summary: dict, run: Path, logger, accelerator) -> dict[str, float]:
+    """Writes metrics.json (main process), logs the summary, closes the logger and the process group."""
+    summary.update({"commit": git_commit(), "machine": machine()})
+    if accelerator.is_main_process:
         write_json(run / "metrics.json", summary)
-        logger.log({k: v for k, v in summary.items() if isinstance(v, float)}, iterations)
+        logger.log({k: v for k, v in summary.items() if isinstance(v, float)}, summary["iterations"])
     logger.close()
     accelerator.end_training()  # destroys the process group: a process exiting with gloo threads aborts
     return summary
 
 
-def final_test(run: Path, model, dataset, retrieval, test: DataLoader) -> dict[str, float]:
+def final_test(run: Path, model, dataset, retrieval, test: DataLoader, accelerator) -> dict[str, float]:
     """Test metrics from the best-validation weights, beside the popularity baseline on the same split."""
+    accelerator.wait_for_everyone()  # best.pt is complete before any process reads it
     best = run / "best.pt"
     if best.exists():
         model.load_state_dict(load_tensors(best)["model"])

@@ -6,7 +6,6 @@ Writes out/<stage>/<dataset>/<run>/: config.gin, checkpoint.pt, metrics.jsonl, m
 Re-running the same command resumes from checkpoint.pt.
 """
 
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from modules.rqvae import RqVae
 from modules.rqvae_metrics import codes_summary
 from modules.semantic_ids import SemanticIds, append_collision_code
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.cli import ConfigError, load_gin, operative_config, parse_args, run_cli
+from training.cli import ConfigError, load_gin, parse_args, run_cli
 from training.guards import check_intervals
 from training.logger import make_logger, write_json
 from training.run import (
@@ -34,7 +33,9 @@ from training.run import (
     interval_metrics,
     machine,
     make_accelerator,
+    progress,
     run_dir,
+    write_config,
 )
 
 
@@ -124,8 +125,7 @@ def train(
     check_intervals("train_rqvae", log_every, eval_every=eval_every, ckpt_every=ckpt_every)
     torch.manual_seed(seed)
     accelerator = make_accelerator()
-    run = run_dir(out_dir)
-    dataset = build_dataset()
+    run, dataset = run_dir(out_dir), build_dataset()
     emb = item_embeddings(dataset).float()  # [I, E]
     train_idx, eval_idx = split_items(len(emb), eval_fraction, seed)
     init_idx = kmeans_sample(train_idx, kmeans_items, seed)
@@ -136,9 +136,7 @@ def train(
 
     ckpt = run / "checkpoint.pt"
     model, optimizer, start, metrics = build(emb, init_idx, seed, ckpt)
-    config = operative_config()
-    if accelerator.is_main_process:
-        (run / "config.gin").write_text(config)
+    config = write_config(run, accelerator.is_main_process)
     model, optimizer = accelerator.prepare(model, optimizer)
     step_model = torch.compile(model) if compile else model
     emb_all = emb.to(accelerator.device)  # [I, E], moved once; evaluation reads every item
@@ -146,9 +144,7 @@ def train(
     order = BatchOrder(len(train_idx), batch_size, seed, accelerator.process_index, accelerator.num_processes)
     logger = make_logger(run, "tiger-rqvae", {"gin": config}, use_wandb, accelerator.is_main_process, start)
     sums, t_log = MetricSums(cross_process(accelerator, "mean")), time.perf_counter()
-    for step in tqdm(
-        range(start, iterations), initial=start, total=iterations, disable=not sys.stderr.isatty()
-    ):
+    for step in progress(start, iterations):
         x = emb_train[order.indices(step).to(accelerator.device)]
         sums.add(train_step(step_model, optimizer, x, accelerator))
         done = step + 1
@@ -178,8 +174,7 @@ def fit_rq_kmeans(
     model = RqKMeans(input_dim=emb.shape[1])
     t0 = time.perf_counter()
     model.fit(emb[init_idx], generator=torch.Generator().manual_seed(seed))
-    config = operative_config()
-    (run / "config.gin").write_text(config)
+    config = write_config(run, True)
     save_checkpoint(run / "checkpoint.pt", model=model, optimizer=None, step=0, config=config)
     final = write_artifact(run, dataset, model, emb, str(run / "checkpoint.pt"), config)
     summary = {**final, "perf/fit_s": time.perf_counter() - t0, "commit": git_commit(), "machine": machine()}

@@ -8,6 +8,7 @@ and best-checkpoint choice agree everywhere; only the main process writes files 
 
 import platform
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import gin
 import torch
 from accelerate import Accelerator
 from accelerate.utils import get_int_from_env
+from tqdm.auto import tqdm
 
+from training.cli import operative_config
 from training.guards import check_finite
 
 
@@ -171,6 +174,19 @@ def machine() -> str:
         pass
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{cpu} ({torch.get_num_threads()} threads){gpu}"
+
+
+def write_config(run: Path, is_main: bool) -> str:
+    """The operative gin config (every binding read so far), saved as <run>/config.gin by the main process."""
+    config = operative_config()
+    if is_main:
+        (run / "config.gin").write_text(config)
+    return config
+
+
+def progress(start: int, iterations: int):
+    """Steps start..iterations-1, with a progress bar on an interactive terminal only."""
+    return tqdm(range(start, iterations), initial=start, total=iterations, disable=not sys.stderr.isatty())
 
 
 def run_dir(out_dir: str) -> Path:
