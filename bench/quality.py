@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
     rq_dir = f"out/rqvae/{args.dataset}/{args.protocol}-{args.rqvae_tag or args.tag}"
     dec_dir = f"out/decoder/{args.dataset}/{args.protocol}-{args.tag}"
     common = root_bindings(args.dataset, args.root) + args.gin
-    t0 = time.perf_counter()
+    t0, commit = time.perf_counter(), git_commit()  # the code that runs: the tree may change meanwhile
     rq_bindings = [f'train_rqvae.out_dir = "{rq_dir}"', f"train_rqvae.iterations = {args.rqvae_steps}"]
     rq = run_stage("train_rqvae.py", rq_config, common + args.rqvae_gin + rq_bindings, rq_dir)
     t1 = time.perf_counter()
@@ -93,7 +93,8 @@ def main(argv=None) -> dict:
         "best_valid": dec.get("best_valid"), "wall_s": {"rqvae": t1 - t0, "decoder": t2 - t1},
         "decoder_resumed": resumed,  # True: wall_s["decoder"] covers only this invocation
         "command": "python -m bench.quality " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "commit": git_commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+        "commit": commit, "commit_at_end": git_commit(), "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
     }  # fmt: skip
     out = Path("out/results")
     out.mkdir(parents=True, exist_ok=True)
