@@ -36,7 +36,9 @@ def main(argv=None) -> None:
     for ax, key in zip(axes, args.keys):
         for run in args.runs:
             steps, values = read_series(run, key)
-            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, label=run.name)
+            ax.plot(
+                steps, values, marker="o" if len(steps) < 30 else None, label=f"{run.parent.name}/{run.name}"
+            )
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
