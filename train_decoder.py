@@ -98,9 +98,14 @@ class Components(NamedTuple):
     best: float
 
 
+def make_model(sem: SemanticIds, max_items: int) -> RetrievalModel:
+    """The gin-configured retriever, sized by the stage-1 artifact (K, C) and the history length."""
+    return RetrievalModel(codebook_size=sem.codebook_size, n_levels=sem.codes.shape[1], max_items=max_items)
+
+
 def build(sem: SemanticIds, max_items: int, schedule, ckpt: Path) -> Components:
     """Model sized by the stage-1 artifact (K, C) and the history length; resumes from `ckpt` if it exists."""
-    model = RetrievalModel(codebook_size=sem.codebook_size, n_levels=sem.codes.shape[1], max_items=max_items)
+    model = make_model(sem, max_items)
     optimizer = adamw(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     if not ckpt.exists():

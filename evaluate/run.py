@@ -15,9 +15,9 @@ from pathlib import Path
 import gin
 import torch
 
+import train_decoder  # registers the stage-2 configurables a run's config.gin binds; builds its model
 from data.processed import popularity
 from evaluate.retrieval import evaluate_retrieval, popularity_baseline
-from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
 from training.checkpoint import load_tensors
 from training.cli import load_gin, run_cli
@@ -39,16 +39,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def load_run(run: Path, bindings: Sequence[str]):
     """(dataset, semantic IDs, model with best.pt weights) of a finished run."""
-    import train_decoder  # registers the stage-2 configurables the run's config.gin binds
-
     for needed in ("config.gin", "best.pt"):
         if not (run / needed).exists():
             raise FileNotFoundError(f"{run / needed} not found: is {run} a finished train_decoder.py run?")
     load_gin([str(run / "config.gin")], bindings)
     dataset, sem, train_data = train_decoder.load_data(gin.query_parameter("train_decoder.semantic_ids"))
-    model = RetrievalModel(
-        codebook_size=sem.codebook_size, n_levels=sem.codes.shape[1], max_items=train_data.max_items
-    )
+    model = train_decoder.make_model(sem, train_data.max_items)
     model.load_state_dict(load_tensors(run / "best.pt")["model"])
     return dataset, sem, model.eval()
 
@@ -57,8 +53,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse(argv)
     run = Path(args.run)
     dataset, sem, model = load_run(run, args.gin)
-    import train_decoder
-
     loader = train_decoder.eval_loader(
         dataset, args.split, gin.query_parameter("train_decoder.eval_batch_size"), None
     )
