@@ -149,7 +149,7 @@ def train(
     P processes takes batch_size / P rows of each batch; evaluation users are split and the metrics pooled."""
     check_intervals("train_decoder", log_every, eval_every=eval_every, ckpt_every=ckpt_every)
     torch.manual_seed(seed)
-    accelerator = make_accelerator()
+    commit, accelerator = git_commit(), make_accelerator()  # commit: the code that starts the run
     run, device, is_main = run_dir(out_dir), accelerator.device, accelerator.is_main_process
     dataset, sem, train_data = load_data(semantic_ids)
     item_codes = sem.codes.to(device)  # [I, C]
@@ -185,7 +185,7 @@ def train(
             save_state(run, plain, optimizer, scheduler, done, config, best, sem)
     test = eval_loader(dataset, "test", eval_batch_size, None, *shard_of)
     summary = final_test(run, plain, dataset, retrieval, test, accelerator)
-    summary.update({"iterations": iterations, "best_valid": best})
+    summary.update({"iterations": iterations, "best_valid": best, "commit": commit})
     return finish(summary, run, logger, accelerator)
 
 
@@ -205,7 +205,7 @@ def save_state(run: Path, model, optimizer, scheduler, step: int, config: str, b
 
 def finish(summary: dict, run: Path, logger, accelerator) -> dict[str, float]:
     """Writes metrics.json (main process), logs the summary, closes the logger and the process group."""
-    summary.update({"commit": git_commit(), "machine": machine()})
+    summary["machine"] = machine()
     if accelerator.is_main_process:
         write_json(run / "metrics.json", summary)
         logger.log({k: v for k, v in summary.items() if isinstance(v, float)}, summary["iterations"])

@@ -124,7 +124,7 @@ def train(
         raise ConfigError(f"train_rqvae.tokenizer must be 'rqvae' or 'rq_kmeans', got {tokenizer!r}")
     check_intervals("train_rqvae", log_every, eval_every=eval_every, ckpt_every=ckpt_every)
     torch.manual_seed(seed)
-    accelerator = make_accelerator()
+    commit, accelerator = git_commit(), make_accelerator()  # commit: the code that starts the run
     run, dataset = run_dir(out_dir), build_dataset()
     emb = item_embeddings(dataset).float()  # [I, E]
     train_idx, eval_idx = split_items(len(emb), eval_fraction, seed)
@@ -158,7 +158,7 @@ def train(
             # metrics: the last logged dict, which metrics.json reports when a rerun resumes at the end
             plain, extra = accelerator.unwrap_model(model), {"metrics": metrics}
             save_checkpoint(ckpt, model=plain, optimizer=optimizer, step=done, config=config, extra=extra)
-    summary = {**metrics, "iterations": iterations, "commit": git_commit(), "machine": machine()}
+    summary = {**metrics, "iterations": iterations, "commit": commit, "machine": machine()}
     if accelerator.is_main_process:  # the artifact and metrics.json are the main process's
         summary.update(write_artifact(run, dataset, accelerator.unwrap_model(model), emb, str(ckpt), config))
         write_json(run / "metrics.json", summary)

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from training.checkpoint import load_tensors
 from training.logger import write_json
 from training.run import git_commit, machine
 
@@ -47,6 +48,12 @@ def run_stage(script: str, config: str, bindings: list[str], out_dir: str) -> di
     """One stage in its own process (each owns its Accelerator); returns its metrics.json."""
     subprocess.run([sys.executable, script, config, *as_args(bindings)], check=True)
     return json.loads((Path(out_dir) / "metrics.json").read_text())
+
+
+def start_step(run_dir: str) -> int:
+    """The step a stage resumes from: its checkpoint's, or 0 for a fresh run."""
+    ckpt = Path(run_dir) / "checkpoint.pt"
+    return int(load_tensors(ckpt)["step"]) if ckpt.exists() else 0
 
 
 def main(argv=None) -> dict:
@@ -82,7 +89,7 @@ def main(argv=None) -> dict:
         f"train_decoder.iterations = {args.decoder_steps}",
     ]
     dec_config = args.decoder_config or dec_config
-    resumed = (Path(dec_dir) / "checkpoint.pt").exists()
+    dec_start = start_step(dec_dir)
     dec = run_stage("train_decoder.py", dec_config, common + args.decoder_gin + dec_bindings, dec_dir)
     t2 = time.perf_counter()
     row = {
@@ -91,7 +98,8 @@ def main(argv=None) -> dict:
         "metrics": {k: v for k, v in dec.items() if k.startswith(("test/", "pop/"))},
         "rqvae": {k: v for k, v in rq.items() if k.startswith("rqvae/")},
         "best_valid": dec.get("best_valid"), "wall_s": {"rqvae": t1 - t0, "decoder": t2 - t1},
-        "decoder_resumed": resumed,  # True: wall_s["decoder"] covers only this invocation
+        "decoder_resumed": dec_start > 0,  # wall_s["decoder"] covers steps decoder_start_step..decoder_steps
+        "decoder_start_step": dec_start,
         "command": "python -m bench.quality " + shlex.join(sys.argv[1:] if argv is None else argv),
         "commit": commit, "commit_at_end": git_commit(), "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),

@@ -21,8 +21,8 @@ PUBLISHED = [
     ("sports", "TIGER paper", (0.0264, 0.0181, 0.0400, 0.0225)),
     ("toys", "TIGER paper", (0.0521, 0.0371, 0.0712, 0.0432)),
 ]
-COLUMNS = ["#", "dataset", "run", "budget", "R@5", "N@5", "R@10", "N@10", "R@10 3-code prefix", "date",
-           "commit", "machine"]  # fmt: skip
+COLUMNS = ["#", "dataset", "run", "budget", "R@5", "N@5", "R@10", "N@10", "R@10 3-code prefix",
+           "stage-2 wall", "date", "commit", "machine"]  # fmt: skip
 HEADER = "| " + " | ".join(COLUMNS) + " |\n" + "|---" * len(COLUMNS) + "|"
 
 
@@ -37,7 +37,17 @@ def metric_cells(m: dict, split: str) -> list[str]:
 
 def budget(row: dict) -> str:
     b = row["budget"]
-    return f"RQ-VAE {b['rqvae_steps']:,} steps; decoder {b['decoder_steps']:,} steps × 256"
+    rq_kmeans = 'tokenizer = "rq_kmeans"' in row["command"]  # fitted, not trained: no steps
+    stage1 = "RQ-KMeans (fitted)" if rq_kmeans else f"RQ-VAE {b['rqvae_steps']:,} steps"
+    return f"{stage1}; decoder {b['decoder_steps']:,} steps × 256"
+
+
+def wall(row: dict) -> str:
+    """Stage-2 wall time of the invocation that wrote the row; a resumed one says which steps it covers."""
+    seconds, start = row["wall_s"]["decoder"], row.get("decoder_start_step", 0)
+    if start:
+        return f"{seconds / 60:.0f} min (steps {start:,}–{row['budget']['decoder_steps']:,})"
+    return f"{seconds / 60:.0f} min" + (" (resumed: part of the run)" if row.get("decoder_resumed") else "")
 
 
 def measured_rows(paths: list[Path]) -> tuple[list[str], list[str]]:
@@ -46,14 +56,15 @@ def measured_rows(paths: list[Path]) -> tuple[list[str], list[str]]:
     for path in paths:
         row = json.loads(path.read_text())
         n = len(commands) + 1
-        cells = [str(n), row["dataset"], row["tag"], budget(row), *metric_cells(row["metrics"], "test")]
+        run = f"{row['protocol']}-{row['tag']}"  # its directory under out/decoder/<dataset>/
+        cells = [str(n), row["dataset"], run, budget(row), *metric_cells(row["metrics"], "test"), wall(row)]
         lines.append("| " + " | ".join([*cells, row["date"], f"`{row['commit']}`", row["machine"]]) + " |")
         commands.append(f"# {n}: {path.name}\n{row['command']}")
         if row["dataset"] not in seen_pop:
             seen_pop.add(row["dataset"])
             pop = metric_cells(row["metrics"], "pop")
             lines.append(f"| | {row['dataset']} | popularity (same test split) | — | " + " | ".join(pop)
-                         + f" | {row['date']} | `{row['commit']}` | {row['machine']} |")  # fmt: skip
+                         + f" | — | {row['date']} | `{row['commit']}` | {row['machine']} |")  # fmt: skip
     return lines, commands
 
 
@@ -64,7 +75,7 @@ def eval_rows(paths: list[Path], first: int) -> tuple[list[str], list[str]]:
         row = json.loads(path.read_text())
         run = Path(row["run"])
         cells = [str(i), run.parent.name, f"{run.name}, beam {row['beam_width']}", "same run, re-evaluated"]
-        cells += metric_cells(row, "test") + [row["date"], f"`{row['commit']}`", row["machine"]]
+        cells += metric_cells(row, "test") + ["—", row["date"], f"`{row['commit']}`", row["machine"]]
         lines.append("| " + " | ".join(cells) + " |")
         commands.append(f"# {i}: {path.name}\npython -m evaluate.run {run} --beam-width {row['beam_width']}")
     return lines, commands
@@ -73,7 +84,7 @@ def eval_rows(paths: list[Path], first: int) -> tuple[list[str], list[str]]:
 def render(results: list[Path], evals: list[Path]) -> str:
     published = [
         f"| | {ds} | **published**: {name} | paper schedule | " + " | ".join(f"{v:.4f}" for v in values)
-        + " | — | — | — | — |"
+        + " | — | — | — | — | — |"
         for ds, name, values in PUBLISHED
     ]  # fmt: skip
     lines, commands = measured_rows(results)

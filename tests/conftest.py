@@ -30,3 +30,21 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def embed_cache(tmp_path_factory):
+    """One embedding cache for the session: MiniLM embeds the tiny synthetic shop once."""
+    return tmp_path_factory.mktemp("embed_cache")
+
+
+@pytest.fixture(scope="session")
+def debug_stage1(tmp_path_factory, embed_cache):
+    """A finished one-process stage-1 run of configs/rqvae_debug.gin, shared read-only by stage-2 tests."""
+    import train_rqvae
+
+    out = tmp_path_factory.mktemp("rqvae_debug")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIGER_CACHE_DIR", str(embed_cache))
+        train_rqvae.main(["configs/rqvae_debug.gin", "--gin", f'train_rqvae.out_dir = "{out}"'])
+    return out

@@ -5,13 +5,15 @@ import json
 from bench import results_table
 
 
-def write_row(path, dataset, tag, r10, pop_r10):
+def write_row(path, dataset, tag, r10, pop_r10, command_extra="", **extra):
     metrics = {"test/recall@5": 0.01, "test/ndcg@5": 0.005, "test/recall@10": r10, "test/ndcg@10": 0.007,
                "test/recall@10_prefix3": r10 + 0.001, "pop/recall@5": 0.002, "pop/ndcg@5": 0.001,
                "pop/recall@10": pop_r10, "pop/ndcg@10": 0.0015}  # fmt: skip
-    row = {"dataset": dataset, "tag": tag, "budget": {"rqvae_steps": 20000, "decoder_steps": 1000},
-           "metrics": metrics, "date": "2026-11-25", "commit": "abc1234", "machine": "test box",
-           "command": f"python -m bench.quality --dataset {dataset} --tag {tag}"}  # fmt: skip
+    command = f"python -m bench.quality --dataset {dataset} --tag {tag}{command_extra}"
+    row = {"dataset": dataset, "protocol": "cpu", "tag": tag, "metrics": metrics, "command": command,
+           "budget": {"rqvae_steps": 20000, "decoder_steps": 1000},
+           "wall_s": {"rqvae": 5.0, "decoder": 1200.0},
+           "date": "2026-11-25", "commit": "abc1234", "machine": "test box", **extra}  # fmt: skip
     path.write_text(json.dumps(row))
     return path
 
@@ -27,10 +29,35 @@ def test_rows_numbers_popularity_once_per_dataset_and_commands(tmp_path):
     text = results_table.main([str(a), str(b), str(c), "--eval", str(ev)])
     lines = text.splitlines()
     assert sum("popularity" in line for line in lines) == 2  # beauty once, toys once
-    assert any(line.startswith("| 2 | beauty | no_user |") and "0.0201" in line for line in lines)
+    assert any(line.startswith("| 2 | beauty | cpu-no_user |") and "0.0201" in line for line in lines)
     assert any("| 0.0114 |" in line and "popularity" in line and "beauty" in line for line in lines)
     assert any(line.startswith("| 4 | beauty | cpu-paper, beam 20 |") and "0.0251" in line for line in lines)
     assert "python -m bench.quality --dataset toys --tag paper" in text
     assert "python -m evaluate.run out/decoder/beauty/cpu-paper --beam-width 20" in text
     published = [line for line in lines if "**published**" in line]
     assert len(published) == len(results_table.PUBLISHED) and "0.0648" in published[0]
+
+
+def row_line(text: str, n: int) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {n} |"))
+
+
+def test_budget_names_rq_kmeans_and_wall_time_says_which_steps_a_resumed_invocation_covers(tmp_path):
+    fresh = write_row(tmp_path / "a.json", "beauty", "paper", 0.0245, 0.0114)
+    kmeans = write_row(
+        tmp_path / "b.json", "beauty", "rq_kmeans", 0.0267, 0.0114,
+        command_extra=" --rqvae-gin 'train_rqvae.tokenizer = \"rq_kmeans\"'",
+    )  # fmt: skip
+    budget = {"rqvae_steps": 20000, "decoder_steps": 3000}
+    longer = write_row(tmp_path / "c.json", "beauty", "paper3k", 0.03, 0.0114, decoder_start_step=1000,
+                       decoder_resumed=True, budget=budget)  # fmt: skip
+    old = write_row(tmp_path / "d.json", "beauty", "old", 0.02, 0.0114, decoder_resumed=True)
+    text = results_table.main([str(p) for p in (fresh, kmeans, longer, old)])
+    assert "RQ-VAE 20,000 steps; decoder 1,000 steps" in row_line(text, 1)
+    assert "| 20 min |" in row_line(text, 1)
+    assert "RQ-KMeans (fitted); decoder 1,000 steps" in row_line(text, 2)
+    assert "RQ-VAE" not in row_line(text, 2)
+    assert "decoder 3,000 steps" in row_line(text, 3) and "20 min (steps 1,000–3,000)" in row_line(text, 3)
+    assert "20 min (resumed: part of the run)" in row_line(text, 4)
+    widths = {line.count(" | ") for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+    assert len(widths) == 1  # every row (published, measured, popularity, re-evaluated) has every column

@@ -5,16 +5,14 @@ import json
 import pytest
 
 import train_decoder
-import train_rqvae
 from evaluate import run as evaluate_run
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, embed_cache):
-    rq, dec = tmp_path_factory.mktemp("rqvae"), tmp_path_factory.mktemp("decoder")
+def finished_run(tmp_path_factory, embed_cache, debug_stage1):
+    rq, dec = debug_stage1, tmp_path_factory.mktemp("decoder")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TIGER_CACHE_DIR", str(embed_cache))
-        train_rqvae.main(["configs/rqvae_debug.gin", "--gin", f'train_rqvae.out_dir = "{rq}"'])
         train_decoder.main([
             "configs/decoder_debug.gin", "--gin", f'train_decoder.out_dir = "{dec}"',
             "--gin", f'train_decoder.semantic_ids = "{rq / "semantic_ids.pt"}"',

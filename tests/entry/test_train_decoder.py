@@ -3,18 +3,13 @@ import json
 import pytest
 
 import train_decoder
-import train_rqvae
 from training.checkpoint import load_tensors
 from training.guards import NonFiniteLossError
 
 
-@pytest.fixture(scope="module")
-def semantic_ids(tmp_path_factory, embed_cache):
-    out = tmp_path_factory.mktemp("rqvae")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TIGER_CACHE_DIR", str(embed_cache))
-        train_rqvae.main(["configs/rqvae_debug.gin", "--gin", f'train_rqvae.out_dir = "{out}"'])
-    return out / "semantic_ids.pt"
+@pytest.fixture
+def semantic_ids(debug_stage1):
+    return debug_stage1 / "semantic_ids.pt"
 
 
 def run(out_dir, semantic_ids, *bindings):
@@ -67,3 +62,11 @@ def test_nan_guard_keeps_checkpoint(tmp_path, semantic_ids, poison_train_step):
 def test_artifact_for_other_items_is_rejected(tmp_path, semantic_ids):
     with pytest.raises(ValueError, match="different item list"):
         run(tmp_path, semantic_ids, "load_synthetic.n_items = 150")
+
+
+def test_metrics_record_the_commit_the_run_started_from(tmp_path, semantic_ids, monkeypatch):
+    real_step, steps = train_decoder.train_step, []
+    monkeypatch.setattr(train_decoder, "train_step", lambda *a: steps.append(1) or real_step(*a))
+    monkeypatch.setattr(train_decoder, "git_commit", lambda: "changed-meanwhile" if steps else "at-start")
+    run(tmp_path, semantic_ids, "train_decoder.iterations = 10")
+    assert json.loads((tmp_path / "metrics.json").read_text())["commit"] == "at-start"

@@ -67,3 +67,11 @@ def test_rq_kmeans_tokenizer_writes_same_artifact(tmp_path):
     sem = SemanticIds.load(tmp_path / "semantic_ids.pt")
     assert sem.codes.shape == (200, 4)
     assert torch.unique(sem.codes, dim=0).shape[0] == 200
+
+
+def test_metrics_record_the_commit_the_run_started_from(tmp_path, monkeypatch):
+    real_step, steps = train_rqvae.train_step, []
+    monkeypatch.setattr(train_rqvae, "train_step", lambda *a: steps.append(1) or real_step(*a))
+    monkeypatch.setattr(train_rqvae, "git_commit", lambda: "changed-meanwhile" if steps else "at-start")
+    run(tmp_path, "train_rqvae.iterations = 10")
+    assert json.loads((tmp_path / "metrics.json").read_text())["commit"] == "at-start"

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 import train_decoder
-import train_rqvae
 from training.logger import make_logger
 from training.run import BatchOrder, MetricSums, pool_shard_means, shard
 
@@ -123,21 +122,6 @@ def test_two_launched_processes_form_one_group(tmp_path):
         assert r["mean"] == 0.5 and r["eval/x"] == pytest.approx(2 / 3) and r["eval/users"] == 3
 
 
-@pytest.fixture(scope="module")
-def embed_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("embed_cache")
-
-
-@pytest.fixture(scope="module")
-def rqvae_single(tmp_path_factory, embed_cache):
-    """One-process stage 1 (also fills the embedding cache the launched runs read)."""
-    out = tmp_path_factory.mktemp("rqvae1")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TIGER_CACHE_DIR", str(embed_cache))
-        train_rqvae.main(["configs/rqvae_debug.gin", "--gin", f'train_rqvae.out_dir = "{out}"'])
-    return out
-
-
 def rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -153,21 +137,21 @@ def assert_same_run(single: Path, multi: Path, keys: tuple[str, ...]) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_rqvae_matches_one_process(tmp_path, rqvae_single, embed_cache):
+def test_two_process_rqvae_matches_one_process(tmp_path, debug_stage1, embed_cache):
     launch("train_rqvae.py", "configs/rqvae_debug.gin", "--gin", f'train_rqvae.out_dir = "{tmp_path}"',
            cache=embed_cache)  # fmt: skip
     keys = ("train/loss", "rqvae/recon_loss", "eval/recon_loss", "eval/quant_loss")
-    assert_same_run(rqvae_single, tmp_path, keys)
+    assert_same_run(debug_stage1, tmp_path, keys)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 60
     assert (tmp_path / "semantic_ids.pt").exists() and not list(tmp_path.glob("*.tmp"))
 
 
 @pytest.mark.slow
 def test_two_process_decoder_matches_one_process_at_the_same_global_batch(
-    tmp_path, rqvae_single, embed_cache
+    tmp_path, debug_stage1, embed_cache
 ):
     # dropout off: with it, each process draws its own masks and only the distribution would match
-    bindings = ["--gin", f'train_decoder.semantic_ids = "{rqvae_single / "semantic_ids.pt"}"',
+    bindings = ["--gin", f'train_decoder.semantic_ids = "{debug_stage1 / "semantic_ids.pt"}"',
                 "--gin", "RetrievalModel.dropout = 0.0"]  # fmt: skip
     single, multi = tmp_path / "one", tmp_path / "two"
     with pytest.MonkeyPatch.context() as mp:
