@@ -20,7 +20,7 @@ from modules.rq_kmeans import RqKMeans
 from modules.rqvae import RqVae
 from modules.rqvae_metrics import codes_summary
 from modules.semantic_ids import SemanticIds, append_collision_code
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import load_checkpoint, load_tensors, save_checkpoint
 from training.cli import ConfigError, load_gin, parse_args, run_cli
 from training.guards import check_intervals
 from training.logger import make_logger, write_json
@@ -89,12 +89,38 @@ def evaluate(
     return {**sums.flush(), **code_metrics(codes.cpu(), model.codebook_size)}
 
 
+PROBE_ROWS = 8  # a stage-1 checkpoint keeps the first rows of the embeddings it was trained on
+
+
+def embedding_probe(emb: torch.Tensor) -> dict:
+    """emb [I, E] -> {"n_items": I, "rows": emb[:PROBE_ROWS]}: recorded in every stage-1 checkpoint."""
+    return {"n_items": emb.shape[0], "rows": emb[:PROBE_ROWS].clone()}
+
+
+def check_embeddings(saved: dict | None, emb: torch.Tensor, ckpt: Path) -> None:
+    """Refuses to resume `ckpt` on other item embeddings (another embedding model, item texts or catalog).
+
+    Compared with a tolerance, so the same model's embeddings recomputed on another machine still match.
+    A checkpoint written before the probe existed is not checked."""
+    if saved is None:
+        return
+    rows = saved["rows"]
+    same = saved["n_items"] == emb.shape[0] and rows.shape[1] == emb.shape[1]
+    if not (same and torch.allclose(rows, emb[: len(rows)], atol=1e-3)):
+        raise ConfigError(
+            f"{ckpt} was trained on other item embeddings ({saved['n_items']} × {rows.shape[1]} then, "
+            f"{emb.shape[0]} × {emb.shape[1]} now, or another embedding model / item text): set another "
+            "train_rqvae.out_dir, or delete the checkpoint to start over"
+        )
+
+
 def build(emb: torch.Tensor, init_idx: torch.Tensor, seed: int, ckpt: Path):
     """RqVae + AdamW; resumed from `ckpt` when it exists, else codebooks set by k-means (an explicit call).
     -> (model, optimizer, start step, last logged metrics)."""
     model = RqVae(input_dim=emb.shape[1])
     optimizer = adamw(model.parameters())
     if ckpt.exists():
+        check_embeddings(load_tensors(ckpt).get("embeddings"), emb, ckpt)
         payload = load_checkpoint(ckpt, model=model, optimizer=optimizer)
         tqdm.write(f"resumed from {ckpt} at step {payload['step']}")
         return model, optimizer, payload["step"], payload.get("metrics", {})
@@ -155,9 +181,7 @@ def train(
             logger.log(metrics, done)
             t_log = time.perf_counter()
         if (done % ckpt_every == 0 or done == iterations) and accelerator.is_main_process:
-            # metrics: the last logged dict, which metrics.json reports when a rerun resumes at the end
-            plain, extra = accelerator.unwrap_model(model), {"metrics": metrics}
-            save_checkpoint(ckpt, model=plain, optimizer=optimizer, step=done, config=config, extra=extra)
+            save_state(ckpt, accelerator.unwrap_model(model), optimizer, done, config, metrics, emb)
     summary = {**metrics, "iterations": iterations, "commit": commit, "machine": machine()}
     if accelerator.is_main_process:  # the artifact and metrics.json are the main process's
         summary.update(write_artifact(run, dataset, accelerator.unwrap_model(model), emb, str(ckpt), config))
@@ -165,6 +189,15 @@ def train(
     logger.close()
     accelerator.end_training()  # destroys the process group: a process exiting with gloo threads aborts
     return summary
+
+
+def save_state(
+    ckpt: Path, model, optimizer, step: int, config: str, metrics: dict, emb: torch.Tensor
+) -> None:
+    """checkpoint.pt: what an exact resume needs; `metrics` (the last logged dict) is what metrics.json
+    reports when a rerun resumes at the end; the embedding probe makes a resume on other embeddings fail."""
+    extra = {"metrics": metrics, "embeddings": embedding_probe(emb)}
+    save_checkpoint(ckpt, model=model, optimizer=optimizer, step=step, config=config, extra=extra)
 
 
 def fit_rq_kmeans(

@@ -6,6 +6,7 @@ import torch
 import train_rqvae
 from modules.semantic_ids import SemanticIds
 from training.checkpoint import load_tensors
+from training.cli import ConfigError
 from training.guards import NonFiniteLossError
 
 CONFIG = "configs/rqvae_debug.gin"
@@ -75,3 +76,22 @@ def test_metrics_record_the_commit_the_run_started_from(tmp_path, monkeypatch):
     monkeypatch.setattr(train_rqvae, "git_commit", lambda: "changed-meanwhile" if steps else "at-start")
     run(tmp_path, "train_rqvae.iterations = 10")
     assert json.loads((tmp_path / "metrics.json").read_text())["commit"] == "at-start"
+
+
+def test_resume_on_other_embeddings_of_the_same_shape_is_refused(tmp_path, monkeypatch):
+    run(tmp_path, "train_rqvae.iterations = 10")
+    real = train_rqvae.item_embeddings  # another embedding model of the same dimension, same catalog
+    monkeypatch.setattr(train_rqvae, "item_embeddings", lambda dataset: real(dataset).roll(1, dims=1))
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match="checkpoint.pt was trained on other item embeddings"):
+        run(tmp_path, "train_rqvae.iterations = 20")
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before  # nothing already written is lost
+
+
+def test_embedding_check_tolerates_recomputation_noise_and_old_checkpoints(tmp_path):
+    emb = torch.randn(50, 16)
+    saved = train_rqvae.embedding_probe(emb)
+    train_rqvae.check_embeddings(saved, emb + 1e-5 * torch.randn_like(emb), tmp_path)  # same model
+    train_rqvae.check_embeddings(None, emb, tmp_path)  # written before the probe existed: not checked
+    with pytest.raises(ConfigError, match="50 × 16 then, 49 × 16 now"):
+        train_rqvae.check_embeddings(saved, emb[1:], tmp_path)
