@@ -44,10 +44,12 @@ def budget(row: dict) -> str:
 
 def wall(row: dict) -> str:
     """Stage-2 wall time of the invocation that wrote the row; a resumed one says which steps it covers."""
-    seconds, start = row["wall_s"]["decoder"], row.get("decoder_start_step", 0)
+    minutes, start = f"{row['wall_s']['decoder'] / 60:.0f} min", row.get("decoder_start_step", 0)
+    if "decoder_resumed" not in row:  # written before bench.quality recorded resumes
+        return f"{minutes} (last invocation; resume not recorded)"
     if start:
-        return f"{seconds / 60:.0f} min (steps {start:,}–{row['budget']['decoder_steps']:,})"
-    return f"{seconds / 60:.0f} min" + (" (resumed: part of the run)" if row.get("decoder_resumed") else "")
+        return f"{minutes} (steps {start:,}–{row['budget']['decoder_steps']:,})"
+    return minutes + (" (resumed: part of the run)" if row["decoder_resumed"] else "")
 
 
 def measured_rows(paths: list[Path]) -> tuple[list[str], list[str]]:

@@ -13,7 +13,8 @@ def write_row(path, dataset, tag, r10, pop_r10, command_extra="", **extra):
     row = {"dataset": dataset, "protocol": "cpu", "tag": tag, "metrics": metrics, "command": command,
            "budget": {"rqvae_steps": 20000, "decoder_steps": 1000},
            "wall_s": {"rqvae": 5.0, "decoder": 1200.0},
-           "date": "2026-11-25", "commit": "abc1234", "machine": "test box", **extra}  # fmt: skip
+           "date": "2026-11-25", "commit": "abc1234", "machine": "test box", "decoder_resumed": False,
+           **extra}  # fmt: skip
     path.write_text(json.dumps(row))
     return path
 
@@ -52,12 +53,17 @@ def test_budget_names_rq_kmeans_and_wall_time_says_which_steps_a_resumed_invocat
     longer = write_row(tmp_path / "c.json", "beauty", "paper3k", 0.03, 0.0114, decoder_start_step=1000,
                        decoder_resumed=True, budget=budget)  # fmt: skip
     old = write_row(tmp_path / "d.json", "beauty", "old", 0.02, 0.0114, decoder_resumed=True)
-    text = results_table.main([str(p) for p in (fresh, kmeans, longer, old)])
+    legacy = write_row(tmp_path / "e.json", "beauty", "legacy", 0.02, 0.0114)
+    legacy.write_text(
+        json.dumps({k: v for k, v in json.loads(legacy.read_text()).items() if k != "decoder_resumed"})
+    )
+    text = results_table.main([str(p) for p in (fresh, kmeans, longer, old, legacy)])
     assert "RQ-VAE 20,000 steps; decoder 1,000 steps" in row_line(text, 1)
     assert "| 20 min |" in row_line(text, 1)
     assert "RQ-KMeans (fitted); decoder 1,000 steps" in row_line(text, 2)
     assert "RQ-VAE" not in row_line(text, 2)
     assert "decoder 3,000 steps" in row_line(text, 3) and "20 min (steps 1,000–3,000)" in row_line(text, 3)
     assert "20 min (resumed: part of the run)" in row_line(text, 4)
+    assert "20 min (last invocation; resume not recorded)" in row_line(text, 5)
     widths = {line.count(" | ") for line in text.splitlines() if line.startswith("| ") and "---" not in line}
     assert len(widths) == 1  # every row (published, measured, popularity, re-evaluated) has every column
