@@ -120,7 +120,7 @@ def build(emb: torch.Tensor, init_idx: torch.Tensor, seed: int, ckpt: Path):
     model = RqVae(input_dim=emb.shape[1])
     optimizer = adamw(model.parameters())
     if ckpt.exists():
-        check_embeddings(load_tensors(ckpt).get("embeddings"), emb, ckpt)
+        check_embeddings(load_tensors(ckpt, mmap=True).get("embeddings"), emb, ckpt)
         payload = load_checkpoint(ckpt, model=model, optimizer=optimizer)
         tqdm.write(f"resumed from {ckpt} at step {payload['step']}")
         return model, optimizer, payload["step"], payload.get("metrics", {})

@@ -53,7 +53,7 @@ def run_stage(script: str, config: str, bindings: list[str], out_dir: str) -> di
 def start_step(run_dir: str) -> int:
     """The step a stage resumes from: its checkpoint's, or 0 for a fresh run."""
     ckpt = Path(run_dir) / "checkpoint.pt"
-    return int(load_tensors(ckpt)["step"]) if ckpt.exists() else 0
+    return int(load_tensors(ckpt, mmap=True)["step"]) if ckpt.exists() else 0
 
 
 def main(argv=None) -> dict:

@@ -45,11 +45,12 @@ def atomic_save(payload: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_tensors(path: Path) -> Any:
-    """torch.load(weights_only=True) on CPU; errors name the file and say why it was not loaded."""
+def load_tensors(path: Path, mmap: bool = False) -> Any:
+    """torch.load(weights_only=True) on CPU; errors name the file and say why it was not loaded.
+    mmap: map the file instead of reading it (for a look at a few records of a large checkpoint)."""
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:
         unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if unsafe:
