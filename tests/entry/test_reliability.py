@@ -27,17 +27,6 @@ DECODER = ["configs/decoder_debug.gin"]
 NOT_COMPARED = ("perf/", "commit", "machine")  # wall clock and provenance
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Exactness holds for a fixed thread count; with 2 CPU threads the logged per-level decoder losses were
-    seen to differ in their last float bits between identical runs (README: known gaps), so these runs and
-    their subprocesses use one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rqvae_args(out_dir: Path, *bindings: str) -> list[str]:
     return [*RQVAE, "--gin", f'train_rqvae.out_dir = "{out_dir}"', *sum([["--gin", b] for b in bindings], [])]
 
