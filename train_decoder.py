@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from data.processed import SeqData, popularity
 from data.registry import build_dataset
 from data.schema import RawDataset
+from evaluate.metrics import with_standard_errors
 from evaluate.retrieval import evaluate_retrieval, popularity_baseline
 from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
@@ -45,6 +46,7 @@ from training.run import (
     write_config,
 )
 from training.schedule import inverse_sqrt
+from training.selection import Finalists, sample_rows
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -77,14 +79,18 @@ def train_step(model, optimizer, scheduler, batch, accelerator) -> dict[str, tor
 
 
 def eval_loader(
-    dataset, split: str, batch_size: int, max_users: int | None, rank: int = 0, world: int = 1
-) -> DataLoader:
-    """The first `max_users` users of `split` (all when None); process `rank` of `world` gets every
+    dataset, split: str, batch_size: int, max_users: int | None, rank: int = 0, world: int = 1,
+    seed: int = 0,
+) -> DataLoader:  # fmt: skip
+    """`max_users` users of `split` drawn uniformly at random with `seed` (all when None; never "the first
+    N", whose histories are longer than average in the P5 numbering); process `rank` of `world` gets every
     `world`-th of them (pool the per-process metrics with pool_shard_means). The loader's dataset is the
     SeqData itself when it holds the whole split, else a Subset of it."""
     data = SeqData(dataset, split=split)
-    n = len(data) if max_users is None else min(max_users, len(data))
-    rows = data if world == 1 and n == len(data) else torch.utils.data.Subset(data, shard(n, rank, world))
+    users = sample_rows(len(data), max_users, seed)
+    if world == 1 and len(users) == len(data):
+        return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=data.collate)
+    rows = torch.utils.data.Subset(data, users[list(shard(len(users), rank, world))].tolist())
     return DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=data.collate)
 
 
@@ -96,6 +102,7 @@ class Components(NamedTuple):
     scheduler: torch.optim.lr_scheduler.LambdaLR
     start: int
     best: float
+    resumed: dict  # the checkpoint's payload ({} for a fresh run): finalists, training wall time
 
 
 def make_model(sem: SemanticIds, max_items: int) -> RetrievalModel:
@@ -109,23 +116,47 @@ def build(sem: SemanticIds, max_items: int, schedule, ckpt: Path) -> Components:
     optimizer = adamw(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     if not ckpt.exists():
-        return Components(model, optimizer, scheduler, 0, -1.0)
+        return Components(model, optimizer, scheduler, 0, -1.0, {})
     check_checkpoint(ckpt, sem, "train_decoder.semantic_ids")  # refuses a run trained on other codes
     payload = load_checkpoint(ckpt, model=model, optimizer=optimizer)
     scheduler.load_state_dict(payload["scheduler"])
     tqdm.write(f"resumed from {ckpt} at step {payload['step']}")
-    return Components(model, optimizer, scheduler, payload["step"], payload["best"])
+    return Components(model, optimizer, scheduler, payload["step"], payload["best"], payload)
 
 
-def validate(retrieval, valid, model, run: Path, step: int, best: float, select_metric: str, is_main: bool):
-    """Validation retrieval metrics; saves best.pt when `select_metric` improves. -> (metrics, best)."""
-    scores = {f"valid/{k.split('/', 1)[1]}": v for k, v in retrieval(valid).items()}
-    if scores[f"valid/{select_metric}"] <= best:
-        return scores, best
-    best = scores[f"valid/{select_metric}"]  # the same pooled value on every process
-    if is_main:
-        atomic_save({"model": model.state_dict(), "step": step}, run / "best.pt")
-    return scores, best
+def renamed(scores: dict[str, float], prefix: str) -> dict[str, float]:
+    """ "eval/<m>" keys -> "<prefix>/<m>"."""
+    return {f"{prefix}/{k.split('/', 1)[1]}": v for k, v in scores.items()}
+
+
+def validate(retrieval, valid, model, finalists: Finalists, step: int, best: float, select_metric: str,
+             is_main: bool):  # fmt: skip
+    """Validation metrics on the (sampled) validation users; the step joins the finalists when it is
+    among the best so far. -> (metrics, best sampled score)."""
+    scores = renamed(retrieval(valid), "valid")
+    score = scores[f"valid/{select_metric}"]  # the same pooled value on every process
+    finalists.offer(score, step, model.state_dict(), write=is_main)
+    return scores, max(best, score)
+
+
+def select_best(run: Path, model, finalists: Finalists, retrieval, full_valid, select_metric, accelerator,
+                sampled: bool = True):  # fmt: skip
+    """Re-scores every finalist on the full validation split (only the best one when validation already
+    used the whole split); the winner's weights become best.pt.
+    -> summary entries: the winner's full-split validation metrics (with SEs), its step, every finalist's."""
+    accelerator.wait_for_everyone()  # every finalist file is complete before any process reads it
+    if not finalists.entries and (run / "best.pt").exists():
+        return {}  # a run finished before finalists existed: its best.pt stands
+    step, scores, by_step = finalists.rescore(
+        model.load_state_dict,
+        lambda: renamed(retrieval(full_valid), "valid_full"),
+        f"valid_full/{select_metric}",
+        top=None if sampled else 1,
+    )
+    if accelerator.is_main_process:
+        atomic_save(load_tensors(finalists.path(step)), run / "best.pt")  # {model, step, score}
+    tqdm.write(f"best.pt: step {step} (full validation {select_metric} by finalist: {by_step})")
+    return {**scores, "selected_step": step, "finalist_scores": {str(s): v for s, v in by_step.items()}}
 
 
 @gin.configurable("train_decoder")
@@ -139,6 +170,8 @@ def train(
     ckpt_every: int = 10_000,
     eval_batch_size: int = 512,
     eval_users: int | None = None,
+    finalists: int = 3,
+    monitor_test_users: int = 0,
     beam_width: int = 10,
     select_metric: str = "recall@10",
     schedule=inverse_sqrt,
@@ -146,7 +179,13 @@ def train(
     use_wandb: bool = True,
 ) -> dict[str, float]:
     """Step-based loop (loop settings only; model sizes live on RetrievalModel). batch_size is global: each of
-    P processes takes batch_size / P rows of each batch; evaluation users are split and the metrics pooled."""
+    P processes takes batch_size / P rows of each batch; evaluation users are split and the metrics pooled.
+
+    Selection: every eval_every steps, `eval_users` validation users drawn with `seed` (all when None) score
+    the model; the `finalists` best steps keep their weights, and at the end each is re-scored on the full
+    validation split, the winner becoming best.pt. `monitor_test_users` > 0 also logs test metrics on such
+    a sample of test users (`test_monitor/...`, for time-to-quality curves only; never used to select).
+    """
     check_intervals("train_decoder", log_every, eval_every=eval_every, ckpt_every=ckpt_every)
     torch.manual_seed(seed)
     commit, accelerator = git_commit(), make_accelerator()  # commit: the code that starts the run
@@ -154,21 +193,29 @@ def train(
     dataset, sem, train_data = load_data(semantic_ids)
     item_codes = sem.codes.to(device)  # [I, C]
     trie = PrefixTrie.from_codes(sem.codes, sem.codebook_size).to(device)
-    model, optimizer, scheduler, start, best = build(
+    model, optimizer, scheduler, start, best, resumed = build(
         sem, train_data.max_items, schedule, run / "checkpoint.pt"
     )
+    chosen = Finalists(run / "finalists", finalists)
+    if "finalists" in resumed:
+        chosen.load_state_dict(resumed["finalists"], clean=is_main)
     config = write_config(run, is_main)
     model, optimizer = accelerator.prepare(model, optimizer)
     plain = accelerator.unwrap_model(model)
     shard_of = (accelerator.process_index, accelerator.num_processes)
-    valid = eval_loader(dataset, "valid", eval_batch_size, eval_users, *shard_of)
+    valid = eval_loader(dataset, "valid", eval_batch_size, eval_users, *shard_of, seed=seed)
+    monitor = None
+    if monitor_test_users > 0:
+        monitor = eval_loader(dataset, "test", eval_batch_size, monitor_test_users, *shard_of, seed=seed + 1)
     order = BatchOrder(len(train_data), batch_size, seed, *shard_of)  # batch_size rows over all processes
     logger = make_logger(run, "tiger-decoder", {"gin": config}, use_wandb, is_main, start)
     sums, t_log = MetricSums(cross_process(accelerator, "mean")), time.perf_counter()
+    wall = float(resumed.get("train_wall_s", 0.0))  # training + validation seconds, summed over resumes
 
     def retrieval(loader):
         scores = evaluate_retrieval(plain, loader, item_codes, trie, beam_width=beam_width, device=device)
-        return pool_shard_means(scores, "eval/users", cross_process(accelerator, "sum"))
+        pooled = pool_shard_means(scores, "eval/users", cross_process(accelerator, "sum"))
+        return with_standard_errors(pooled, "eval/users")
 
     for step in progress(start, iterations):
         batch = train_batch(train_data, order.indices(step), item_codes)
@@ -177,15 +224,23 @@ def train(
         if done % log_every == 0 or done == iterations:
             metrics = interval_metrics(sums, done, run, log_every / (time.perf_counter() - t_log), optimizer)
             if done % eval_every == 0 or done == iterations:
-                scores, best = validate(retrieval, valid, plain, run, done, best, select_metric, is_main)
+                scores, best = validate(retrieval, valid, plain, chosen, done, best, select_metric, is_main)
                 metrics.update(scores)
+                if monitor is not None:
+                    metrics.update(renamed(retrieval(monitor), "test_monitor"))
+            wall += time.perf_counter() - t_log
+            metrics.update({"perf/examples": done * batch_size, "perf/train_wall_s": wall})
             logger.log(metrics, done)
             t_log = time.perf_counter()
         if (done % ckpt_every == 0 or done == iterations) and is_main:
-            save_state(run, plain, optimizer, scheduler, done, config, best, sem)
+            save_state(run, plain, optimizer, scheduler, done, config, best, sem, chosen, wall)
+    full_valid = eval_loader(dataset, "valid", eval_batch_size, None, *shard_of)
+    sampled = len(valid.dataset) < len(full_valid.dataset)  # (per process) a sample, not the whole split
+    summary = select_best(run, plain, chosen, retrieval, full_valid, select_metric, accelerator, sampled)
     test = eval_loader(dataset, "test", eval_batch_size, None, *shard_of)
-    summary = final_test(run, plain, dataset, retrieval, test, accelerator)
-    summary.update({"iterations": iterations, "best_valid": best, "commit": commit})
+    summary.update(final_test(run, plain, dataset, retrieval, test, accelerator))
+    summary.update({"iterations": iterations, "best_valid": best, "commit": commit, "train_wall_s": wall})
+    summary["examples"] = iterations * batch_size
     return finish(summary, run, logger, accelerator)
 
 
@@ -195,9 +250,13 @@ def train_batch(train_data: SeqData, rows: torch.Tensor, item_codes: torch.Tenso
     return tokenize(*(t.to(item_codes.device) for t in seq), item_codes)
 
 
-def save_state(run: Path, model, optimizer, scheduler, step: int, config: str, best: float, sem) -> None:
+def save_state(run: Path, model, optimizer, scheduler, step: int, config: str, best: float, sem,
+               finalists: Finalists, wall: float) -> None:  # fmt: skip
     """checkpoint.pt: everything an exact resume needs, plus the fingerprint of the semantic IDs used."""
-    extra = {"scheduler": scheduler.state_dict(), "best": best, CHECKPOINT_KEY: sem.fingerprint()}
+    extra = {
+        "scheduler": scheduler.state_dict(), "best": best, CHECKPOINT_KEY: sem.fingerprint(),
+        "finalists": finalists.state_dict(), "train_wall_s": wall,
+    }  # fmt: skip
     save_checkpoint(
         run / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=config, extra=extra
     )

@@ -44,9 +44,9 @@ def as_args(bindings: list[str]) -> list[str]:
     return [arg for b in bindings for arg in ("--gin", b)]
 
 
-def run_stage(script: str, config: str, bindings: list[str], out_dir: str) -> dict:
+def run_stage(script: str, configs: list[str], bindings: list[str], out_dir: str) -> dict:
     """One stage in its own process (each owns its Accelerator); returns its metrics.json."""
-    subprocess.run([sys.executable, script, config, *as_args(bindings)], check=True)
+    subprocess.run([sys.executable, script, *configs, *as_args(bindings)], check=True)
     return json.loads((Path(out_dir) / "metrics.json").read_text())
 
 
@@ -70,7 +70,10 @@ def main(argv=None) -> dict:
     )  # fmt: skip
     parser.add_argument("--rqvae-steps", type=int, required=True)
     parser.add_argument("--decoder-steps", type=int, required=True)
-    parser.add_argument("--decoder-config", default=None, help="stage-2 config (default: the dataset's)")
+    parser.add_argument(
+        "--decoder-config", nargs="+", default=None,
+        help="stage-2 config files, composed in order (default: the dataset's), e.g. a model then a recipe",
+    )  # fmt: skip
     parser.add_argument("--rqvae-gin", action="append", default=[], help="bindings for stage 1 only")
     parser.add_argument("--decoder-gin", action="append", default=[], help="bindings for stage 2 only")
     parser.add_argument("--gin", action="append", default=[], help="bindings for both stages")
@@ -81,21 +84,23 @@ def main(argv=None) -> dict:
     common = root_bindings(args.dataset, args.root) + args.gin
     t0, commit = time.perf_counter(), git_commit()  # the code that runs: the tree may change meanwhile
     rq_bindings = [f'train_rqvae.out_dir = "{rq_dir}"', f"train_rqvae.iterations = {args.rqvae_steps}"]
-    rq = run_stage("train_rqvae.py", rq_config, common + args.rqvae_gin + rq_bindings, rq_dir)
+    rq = run_stage("train_rqvae.py", [rq_config], common + args.rqvae_gin + rq_bindings, rq_dir)
     t1 = time.perf_counter()
     dec_bindings = [
         f'train_decoder.out_dir = "{dec_dir}"',
         f'train_decoder.semantic_ids = "{rq_dir}/semantic_ids.pt"',
         f"train_decoder.iterations = {args.decoder_steps}",
     ]
-    dec_config = args.decoder_config or dec_config
+    dec_configs = args.decoder_config or [dec_config]
     dec_start = start_step(dec_dir)
-    dec = run_stage("train_decoder.py", dec_config, common + args.decoder_gin + dec_bindings, dec_dir)
+    dec = run_stage("train_decoder.py", dec_configs, common + args.decoder_gin + dec_bindings, dec_dir)
     t2 = time.perf_counter()
     row = {
         "dataset": args.dataset, "protocol": args.protocol, "tag": args.tag,
         "budget": {"rqvae_steps": args.rqvae_steps, "decoder_steps": args.decoder_steps},
-        "metrics": {k: v for k, v in dec.items() if k.startswith(("test/", "pop/"))},
+        "metrics": {k: v for k, v in dec.items() if k.startswith(("test/", "pop/", "valid_full/"))},
+        "selected_step": dec.get("selected_step"), "examples": dec.get("examples"),
+        "train_wall_s": dec.get("train_wall_s"),
         "rqvae": {k: v for k, v in rq.items() if k.startswith("rqvae/")},
         "best_valid": dec.get("best_valid"), "wall_s": {"rqvae": t1 - t0, "decoder": t2 - t1},
         "decoder_resumed": dec_start > 0,  # wall_s["decoder"] covers steps decoder_start_step..decoder_steps

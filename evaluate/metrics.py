@@ -51,3 +51,38 @@ def ranking_metrics(rank: torch.Tensor, ks: Sequence[int] = (1, 5, 10), prefix: 
     out = {f"{prefix}recall@{k}": float(recall_at_k(rank, k)) for k in ks}
     out.update({f"{prefix}ndcg@{k}": float(ndcg_at_k(rank, k)) for k in ks if k > 1})
     return out
+
+
+def ndcg_sq_at_k(rank: torch.Tensor, k: int) -> torch.Tensor:
+    """rank [B] -> [] float: mean over users of the squared per-user NDCG@k gain (its second moment)."""
+    hit = (rank >= 0) & (rank < k)
+    gain = 1.0 / torch.log2(rank.clamp(min=0).double() + 2.0)
+    return torch.where(hit, gain * gain, torch.zeros_like(gain)).mean().float()
+
+
+def second_moments(rank: torch.Tensor, ks: Sequence[int] = (1, 5, 10), prefix: str = "") -> dict[str, float]:
+    """{prefix + "ndcg@k_sq"}: per-user second moments that, pooled like the means, give standard errors
+    (with_standard_errors). Recall needs none: a per-user hit is 0/1, so its second moment is its mean."""
+    return {f"{prefix}ndcg@{k}_sq": float(ndcg_sq_at_k(rank, k)) for k in ks if k > 1}
+
+
+def with_standard_errors(metrics: dict[str, float], count_key: str) -> dict[str, float]:
+    """Replaces every "<m>_sq" second moment by "<m>_se" and adds "recall@k_se" for every recall@k.
+
+    SE of a mean over n users = sqrt((E[x²] − E[x]²) / (n − 1)); for recall, x ∈ {0, 1} so E[x²] = E[x].
+    `count_key` holds n (e.g. "eval/users"). Keys of prefix-match recalls are left without an SE.
+    """
+    n = float(metrics[count_key])
+    out = {k: v for k, v in metrics.items() if not k.endswith("_sq")}
+
+    def se(mean: float, mean_sq: float) -> float:
+        return max(mean_sq - mean * mean, 0.0) ** 0.5 / max(n - 1.0, 1.0) ** 0.5
+
+    for key, value in metrics.items():
+        name = key.rsplit("/", 1)[-1]
+        if name.startswith("recall@") and name[len("recall@") :].isdigit():
+            out[f"{key}_se"] = se(value, value)
+        elif key.endswith("_sq"):
+            mean_key = key.removesuffix("_sq")
+            out[f"{mean_key}_se"] = se(metrics[mean_key], value)
+    return out

@@ -6,7 +6,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from evaluate.metrics import hit_rank, prefix_hit_rank, ranking_metrics
+from evaluate.metrics import hit_rank, prefix_hit_rank, ranking_metrics, second_moments
 from evaluate.popularity import popularity_baseline
 from modules.generation import beam_search
 from modules.prefix_trie import PrefixTrie
@@ -45,8 +45,9 @@ def evaluate_retrieval(
     targets [B]) and score the W beams against the target item. item_codes: [I, C] int64.
 
     Returns eval/recall@k, eval/ndcg@k (k > 1), eval/recall@k_prefix{Q} (first Q = C - 1 codes only: the
-    reference's inflated metric, for ablation), eval/invalid_rate (fraction of the B·W returned beams that
-    are not items: padding, or non-items when constrained=False) and eval/users.
+    reference's inflated metric, for ablation), eval/ndcg@k_sq (per-user second moments: pool them like the
+    means, then evaluate.metrics.with_standard_errors turns them into SEs), eval/invalid_rate (fraction of
+    the B·W returned beams that are not items: padding, or non-items when constrained=False) and eval/users.
     """
     assert beam_width >= max(ks), f"beam_width {beam_width} < max k {max(ks)}"
     device = torch.device(device) if device is not None else item_codes.device
@@ -70,7 +71,7 @@ def evaluate_retrieval(
     if not ranks:
         raise ValueError("the loader yielded no batches")
     rank, prefix_rank = torch.cat(ranks), torch.cat(prefix_ranks)  # [U]
-    metrics = ranking_metrics(rank, ks, prefix="eval/")
+    metrics = {**ranking_metrics(rank, ks, prefix="eval/"), **second_moments(rank, ks, prefix="eval/")}
     prefix_metrics = ranking_metrics(prefix_rank, ks, prefix="eval/")
     metrics.update({f"eval/recall@{k}_prefix{n_prefix}": prefix_metrics[f"eval/recall@{k}"] for k in ks})
     metrics["eval/invalid_rate"] = float(n_invalid) / max(rank.shape[0] * beam_width, 1)

@@ -77,7 +77,8 @@ class RetrievalModel(nn.Module):
     """Encoder-decoder over semantic IDs. codebook_size K and n_levels C come from the semantic-ID artifact.
 
     head_dim: per-head width Dh (None -> d_model // n_heads). user_buckets: hashed user-id buckets, 0 = no
-    user token. max_items: history items the position table covers (N ≤ max_items). Defaults: reference
+    user token. max_items: history items the position table covers (N ≤ max_items). label_smoothing: ε of
+    the per-level cross-entropy (target 1 − ε + ε/K, others ε/K; 0 = plain CE). Defaults: reference
     config (embed 128 -> d_model 512, 8 heads, 4+4 layers, FFN 1024, dropout 0.15, no attention dropout).
     """
 
@@ -99,9 +100,13 @@ class RetrievalModel(nn.Module):
         norm_first: bool = True,
         max_items: int = 20,
         user_buckets: int = 2000,
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
         self.codebook_size, self.n_levels, self.max_items = codebook_size, n_levels, max_items
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"RetrievalModel.label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
         head_dim = d_model // n_heads if head_dim is None else head_dim
         cfg = BlockConfig(
             d_model, n_heads, head_dim, ffn_dim, activation, norm, norm_first, dropout, attn_dropout
@@ -152,7 +157,13 @@ class RetrievalModel(nn.Module):
         x = self.decoder_input(self._decoder_tokens(target))  # [B, C, D]
         h = self.decoder(x, self.decoder.memory(enc), groups)  # [B, C, D]
         logits = einsum(h, self.head, "b c d, c k d -> b c k").float()
-        ce = F.cross_entropy(rearrange(logits, "b c k -> b k c"), target, ignore_index=-1, reduction="none")
+        ce = F.cross_entropy(
+            rearrange(logits, "b c k -> b k c"),
+            target,
+            ignore_index=-1,
+            reduction="none",
+            label_smoothing=self.label_smoothing,
+        )
         given = (target >= 0).float()  # [B, C]
         loss_per_level = (ce * given).sum(0) / given.sum(0).clamp(min=1.0)  # [C]
         return ModelOutput(loss_per_level.sum(), loss_per_level, logits[groups.inverse])

@@ -40,3 +40,20 @@ def test_config_parses_and_builds(config):
             codebook_size=8, n_levels=4, max_items=gin.query_parameter("SeqData.max_items")
         )
         assert sum(p.numel() for p in model.parameters()) > 0
+
+
+RECIPES = sorted(str(p) for p in Path("configs/recipes").glob("*.gin") if p.name != "cpu_protocol.gin")
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_composes_with_the_paper_model_at_the_study_budget(recipe):
+    load_gin(["configs/decoder_amazon_paper.gin", recipe], [])
+    assert Path(recipe).read_text().startswith("# Recipe")
+    steps, batch = (gin.query_parameter(f"train_decoder.{k}") for k in ("iterations", "batch_size"))
+    assert abs(steps * batch - 1_000_000) < 1_100  # one budget of training examples for every recipe
+    assert gin.query_parameter("train_decoder.eval_users") is not None  # a seeded sample, not the first N
+    schedule = gin.query_parameter("train_decoder.schedule").selector
+    if schedule == "warmup_cosine":
+        assert gin.query_parameter("warmup_cosine.total_steps") == steps
+    model = RetrievalModel(codebook_size=8, n_levels=4, max_items=gin.query_parameter("SeqData.max_items"))
+    assert model.label_smoothing == (0.1 if "smoothing" in recipe else 0.0)

@@ -28,3 +28,10 @@ def warmup_cosine(
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@gin.configurable(denylist=["step"])
+def warmup_constant(step: int, warmup_steps: int = 500) -> float:
+    """Linear warm-up to the base LR over `warmup_steps`, then constant (GRID; reference PR #63). The
+    multiplier never depends on the total number of steps, so a finished run can be extended exactly."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0

@@ -70,3 +70,17 @@ def test_metrics_record_the_commit_the_run_started_from(tmp_path, semantic_ids, 
     monkeypatch.setattr(train_decoder, "git_commit", lambda: "changed-meanwhile" if steps else "at-start")
     run(tmp_path, semantic_ids, "train_decoder.iterations = 10")
     assert json.loads((tmp_path / "metrics.json").read_text())["commit"] == "at-start"
+
+
+def test_best_is_chosen_on_the_full_validation_split(tmp_path, semantic_ids):
+    summary = run(tmp_path, semantic_ids, "train_decoder.eval_users = 5", "train_decoder.finalists = 2")
+    by_step = {int(s): v for s, v in summary["finalist_scores"].items()}
+    assert len(by_step) == 2 and summary["selected_step"] in by_step
+    assert summary["valid_full/recall@10"] == max(by_step.values())
+    assert load_tensors(tmp_path / "best.pt")["step"] == summary["selected_step"]
+    sampled = [r for r in rows(tmp_path) if "valid/users" in r]
+    assert all(r["valid/users"] == 5 for r in sampled)
+    assert summary["valid_full/users"] > 5 and "test/recall@10_se" in summary
+    assert sorted(p.name for p in (tmp_path / "finalists").iterdir()) == sorted(
+        f"step-{s}.pt" for s in by_step
+    )

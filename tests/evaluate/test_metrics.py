@@ -2,7 +2,15 @@ import math
 
 import torch
 
-from evaluate.metrics import hit_rank, ndcg_at_k, prefix_hit_rank, ranking_metrics, recall_at_k
+from evaluate.metrics import (
+    hit_rank,
+    ndcg_at_k,
+    prefix_hit_rank,
+    ranking_metrics,
+    recall_at_k,
+    second_moments,
+    with_standard_errors,
+)
 
 
 def test_hit_rank_by_hand_with_padding_and_unknown_target():
@@ -47,3 +55,15 @@ def test_collided_prefix_is_a_hit_only_for_the_prefix_metric():
 def test_prefix_hit_rank_ignores_padding():
     pred_codes = torch.full((1, 2, 4), -1)
     assert prefix_hit_rank(pred_codes, torch.full((1, 4), -1), 3).tolist() == [-1]
+
+
+def test_standard_errors_equal_the_sample_formula():
+    rank = torch.tensor([0, 3, -1, 12, 1, -1, 9, 2])  # 8 users
+    metrics = {**ranking_metrics(rank, (5, 10)), **second_moments(rank, (5, 10)), "users": 8}
+    out = with_standard_errors(metrics, "users")
+    assert not any(k.endswith("_sq") for k in out)
+    for k in (5, 10):
+        hits = ((rank >= 0) & (rank < k)).double()
+        gains = torch.where(hits.bool(), 1.0 / torch.log2(rank.clamp(min=0).double() + 2), 0.0)
+        assert math.isclose(out[f"recall@{k}_se"], float(hits.std() / math.sqrt(8)), rel_tol=1e-6)
+        assert math.isclose(out[f"ndcg@{k}_se"], float(gains.std() / math.sqrt(8)), rel_tol=1e-5)

@@ -60,6 +60,18 @@ def test_loss_is_sum_over_levels_of_batch_mean_ce():
     assert_close(partial.loss_per_level, nll[1:].mean(0), atol=1e-5, rtol=1e-5)
 
 
+def test_label_smoothing_mixes_nll_with_the_mean_over_codes():
+    eps = 0.1
+    model, batch = _model(label_smoothing=eps), _batch()
+    out = model(batch)
+    log_p = out.logits.log_softmax(-1)  # [B, C, K]
+    nll = -log_p.gather(-1, batch.target.unsqueeze(-1)).squeeze(-1)  # [B, C]
+    smooth = (1 - eps) * nll - eps * log_p.mean(-1)  # target 1 - eps + eps/K, every code eps/K
+    assert_close(out.loss_per_level, smooth.mean(0))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        _model(label_smoothing=1.0)
+
+
 def test_decoder_is_causal():
     model, batch = _model(), _batch()
     base = model(batch).logits

@@ -16,7 +16,7 @@ from training.cli import ConfigError, load_gin
 from training.guards import NonFiniteLossError, check_finite, check_intervals
 from training.logger import JsonlLogger, write_json
 from training.run import BatchOrder, MetricSums
-from training.schedule import inverse_sqrt, warmup_cosine
+from training.schedule import inverse_sqrt, warmup_constant, warmup_cosine
 
 
 def test_inverse_sqrt_matches_formula():
@@ -31,6 +31,13 @@ def test_warmup_cosine_endpoints():
     assert warmup_cosine(10, total_steps=100, warmup_steps=10) == pytest.approx(1.0)
     assert warmup_cosine(55, total_steps=100, warmup_steps=10) == pytest.approx(0.5)
     assert warmup_cosine(100, total_steps=100, warmup_steps=10, final=0.1) == pytest.approx(0.1)
+
+
+def test_warmup_constant_ramps_then_holds():
+    assert warmup_constant(0, warmup_steps=4) == pytest.approx(0.25)
+    assert warmup_constant(3, warmup_steps=4) == 1.0
+    assert [warmup_constant(s, warmup_steps=4) for s in (10, 10_000)] == [1.0, 1.0]
+    assert warmup_constant(0, warmup_steps=0) == 1.0
 
 
 def test_batch_order_is_a_function_of_step_and_covers_each_epoch():
