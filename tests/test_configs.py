@@ -7,9 +7,11 @@ import pytest
 
 import train_decoder  # noqa: F401  (registers train_decoder and the stage-2 configurables)
 import train_rqvae  # noqa: F401
+from evaluate import sasrec  # noqa: F401  (registers train_sasrec and SasRec)
 from modules.model import RetrievalModel
 from modules.rq_kmeans import RqKMeans
 from modules.rqvae import RqVae
+from modules.sasrec import SasRec
 from training.cli import load_gin
 
 CONFIGS = sorted(str(p) for p in Path("configs").glob("*.gin"))
@@ -34,6 +36,9 @@ def test_config_parses_and_builds(config):
             RqVae(input_dim=32) if gin.query_parameter("train_rqvae.tokenizer") == "rqvae" else RqKMeans(32)
         )
         assert model.codebook_size > 1
+    elif Path(config).name.startswith("sasrec_"):
+        assert gin.query_parameter("train_sasrec.out_dir")
+        assert sum(p.numel() for p in SasRec(n_items=10).parameters()) > 0
     else:
         assert gin.query_parameter("train_decoder.semantic_ids").endswith("semantic_ids.pt")
         model = RetrievalModel(

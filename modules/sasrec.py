@@ -1,0 +1,128 @@
+"""SASRec (Kang & McAuley, ICDM 2018): a causal Transformer over item ids, the baseline TIGER is beside.
+
+Each row is one user's item sequence, right-aligned in a window of T = max_len positions (padding first, the
+newest item at position T-1); position t predicts the item at t+1. Training reads every target of a user in
+one pass (causal attention); scoring reads the last position. Padding never reaches a valid position: a
+query attends to the valid keys at or before it, and a padded query to itself only (no empty softmax).
+Logits are dot products with the (tied) item embeddings.
+
+Losses (`loss`): "bce", the paper's — log σ(s⁺) + log(1 − σ(s⁻)) with one uniformly sampled negative item
+per position; "ce", full softmax cross-entropy over all I items.
+"""
+
+from typing import NamedTuple
+
+import gin
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from data.processed import MIN_ITEMS, split_examples
+
+
+class Windows(NamedTuple):
+    """items: [U, T] int64 right-aligned history (-1 = padding); targets: [U, T] int64 next item of each
+    position (-1 = none) for training, or [U] the held-out item for valid / test; users: [U] int64 rows."""
+
+    items: np.ndarray
+    targets: np.ndarray
+    users: np.ndarray
+
+
+def right_align(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
+    """[U, max_len] int64: the last max_len items of each sequence at the right end, -1 before them."""
+    out = np.full((len(seqs), max_len), -1, dtype=np.int64)
+    for u, seq in enumerate(seqs):
+        recent = seq[max(0, len(seq) - max_len) :]
+        out[u, max_len - len(recent) :] = recent
+    return out
+
+
+def windows(sequences: list[np.ndarray], split: str, max_len: int) -> Windows:
+    """The same leave-one-out split as data/processed.py (its module docstring), as SASRec windows.
+
+    train: inputs = positions 0..L-4 of each user with L > MIN_ITEMS, targets = positions 1..L-3 (exactly the
+    decoder's sliding training targets); valid / test: history before the target of split_examples.
+    """
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    if split == "train":
+        users = np.flatnonzero(lengths > MIN_ITEMS)  # L = 3 users have no training target
+        inputs = [sequences[u][: lengths[u] - 3] for u in users]
+        targets = [sequences[u][1 : lengths[u] - 2] for u in users]
+        return Windows(right_align(inputs, max_len), right_align(targets, max_len), users)
+    rows, ends = split_examples(lengths, split)
+    history = [sequences[r][:e] for r, e in zip(rows, ends)]
+    targets = np.array([sequences[r][e] for r, e in zip(rows, ends)], dtype=np.int64)
+    return Windows(right_align(history, max_len), targets, rows)
+
+
+def attention_mask(valid: torch.Tensor) -> torch.Tensor:
+    """valid: [B, T] bool -> [B, 1, T, T] bool, True = may attend: key s ≤ query t and s valid, or s == t."""
+    t = valid.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()
+    eye = torch.eye(t, dtype=torch.bool, device=valid.device)
+    return ((causal & valid[:, None, :]) | eye)[:, None]
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)) (GELU), dropout on both branches."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ffn = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, D]; mask: [B, 1, T, T] bool (attention_mask) -> [B, T, D]."""
+        qkv = rearrange(self.qkv(self.norm1(x)), "b t (three h e) -> three b h t e", three=3, h=self.n_heads)
+        p = self.dropout if self.training else 0.0
+        h = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask, dropout_p=p)
+        x = x + F.dropout(self.out(rearrange(h, "b h t e -> b t (h e)")), p, self.training)
+        return x + F.dropout(self.ffn(self.norm2(x)), p, self.training)
+
+
+@gin.configurable(denylist=["n_items"])
+class SasRec(nn.Module):
+    """n_items I (from the dataset); defaults: the SASRec paper's Beauty settings (d 50, 2 blocks, 1 head,
+    dropout 0.5, T = 50, BCE with one negative)."""
+
+    def __init__(self, n_items: int, d_model: int = 50, n_layers: int = 2, n_heads: int = 1,
+                 dropout: float = 0.5, max_len: int = 50, loss: str = "bce") -> None:  # fmt: skip
+        super().__init__()
+        if loss not in ("bce", "ce"):
+            raise ValueError(f'SasRec.loss must be "bce" or "ce", got {loss!r}')
+        self.n_items, self.max_len, self.loss_kind = n_items, max_len, loss
+        self.item = nn.Embedding(n_items + 1, d_model, padding_idx=n_items)  # row I = padding
+        self.position = nn.Embedding(max_len, d_model)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def hidden(self, items: torch.Tensor) -> torch.Tensor:
+        """items: [B, T] int64 right-aligned, -1 = padding -> [B, T, D] (padded positions zeroed)."""
+        valid = items >= 0
+        x = self.item(items.masked_fill(~valid, self.n_items)) * self.item.embedding_dim**0.5
+        x = self.drop(x + self.position.weight[: items.shape[1]]) * valid.unsqueeze(-1)
+        mask = attention_mask(valid)
+        for block in self.blocks:
+            x = block(x, mask) * valid.unsqueeze(-1)
+        return self.norm(x)
+
+    def loss(self, items: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None):
+        """items, targets: [B, T] (-1 = none) -> [] mean loss over the positions with a target."""
+        h = self.hidden(items)[targets >= 0]  # [P, D]
+        pos = targets[targets >= 0]  # [P]
+        if self.loss_kind == "ce":
+            return F.cross_entropy(h @ self.item.weight[: self.n_items].T, pos)
+        neg = torch.randint(0, self.n_items, pos.shape, generator=generator, device=pos.device)
+        s_pos = (h * self.item(pos)).sum(-1)
+        s_neg = (h * self.item(neg)).sum(-1)
+        return F.softplus(-s_pos).mean() + F.softplus(s_neg).mean()  # -log σ(s⁺) - log(1 - σ(s⁻))
+
+    def scores(self, items: torch.Tensor) -> torch.Tensor:
+        """items: [B, T] right-aligned histories -> [B, I] score of every item as the next one."""
+        return self.hidden(items)[:, -1] @ self.item.weight[: self.n_items].T
