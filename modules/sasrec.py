@@ -1,4 +1,4 @@
-"""SASRec (Kang & McAuley, ICDM 2018): a causal Transformer over item ids, the baseline TIGER is beside.
+"""SASRec (Kang & McAuley, ICDM 2018): a causal Transformer over item ids, TIGER's reference baseline.
 
 Each row is one user's item sequence, right-aligned in a window of T = max_len positions (padding first, the
 newest item at position T-1); position t predicts the item at t+1. Training reads every target of a user in
@@ -20,6 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from data.processed import MIN_ITEMS, split_examples
+from modules.transformer import Dropout, dropout
 
 
 class Windows(NamedTuple):
@@ -58,6 +59,14 @@ def windows(sequences: list[np.ndarray], split: str, max_len: int) -> Windows:
     return Windows(right_align(history, max_len), targets, rows)
 
 
+def trim_padding(items: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Drops the leading columns that are padding (-1) in every row of `items` (and the same columns of
+    `others`); right-aligned rows keep every item, and SasRec.hidden gives the kept columns the same
+    positions. One host sync."""
+    first = int((items >= 0).any(0).int().argmax()) if items.numel() else 0
+    return tuple(t[:, first:] for t in (items, *others))
+
+
 def attention_mask(valid: torch.Tensor) -> torch.Tensor:
     """valid: [B, T] bool -> [B, 1, T, T] bool, True = may attend: key s ≤ query t and s valid, or s == t."""
     t = valid.shape[1]
@@ -69,20 +78,20 @@ def attention_mask(valid: torch.Tensor) -> torch.Tensor:
 class Block(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)) (GELU), dropout on both branches."""
 
-    def __init__(self, d: int, n_heads: int, dropout: float):
+    def __init__(self, d: int, n_heads: int, p: float):
         super().__init__()
-        self.n_heads, self.dropout = n_heads, dropout
+        self.n_heads, self.p = n_heads, p
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.ffn = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
+        self.ffn = nn.Sequential(nn.Linear(d, d), nn.GELU(), Dropout(p), nn.Linear(d, d))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: [B, T, D]; mask: [B, 1, T, T] bool (attention_mask) -> [B, T, D]."""
         qkv = rearrange(self.qkv(self.norm1(x)), "b t (three h e) -> three b h t e", three=3, h=self.n_heads)
-        p = self.dropout if self.training else 0.0
+        p = self.p if self.training else 0.0
         h = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask, dropout_p=p)
-        x = x + F.dropout(self.out(rearrange(h, "b h t e -> b t (h e)")), p, self.training)
-        return x + F.dropout(self.ffn(self.norm2(x)), p, self.training)
+        x = x + dropout(self.out(rearrange(h, "b h t e -> b t (h e)")), p, self.training)
+        return x + dropout(self.ffn(self.norm2(x)), p, self.training)
 
 
 @gin.configurable(denylist=["n_items"])
@@ -98,15 +107,17 @@ class SasRec(nn.Module):
         self.n_items, self.max_len, self.loss_kind = n_items, max_len, loss
         self.item = nn.Embedding(n_items + 1, d_model, padding_idx=n_items)  # row I = padding
         self.position = nn.Embedding(max_len, d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
 
     def hidden(self, items: torch.Tensor) -> torch.Tensor:
-        """items: [B, T] int64 right-aligned, -1 = padding -> [B, T, D] (padded positions zeroed)."""
+        """items: [B, T] int64 right-aligned, -1 = padding, T ≤ max_len -> [B, T, D] (padded positions
+        zeroed). Column t has position max_len - T + t: a window cut to its last T columns (trim_padding)
+        gives the same outputs there."""
         valid = items >= 0
         x = self.item(items.masked_fill(~valid, self.n_items)) * self.item.embedding_dim**0.5
-        x = self.drop(x + self.position.weight[: items.shape[1]]) * valid.unsqueeze(-1)
+        x = self.drop(x + self.position.weight[self.max_len - items.shape[1] :]) * valid.unsqueeze(-1)
         mask = attention_mask(valid)
         for block in self.blocks:
             x = block(x, mask) * valid.unsqueeze(-1)
@@ -114,6 +125,7 @@ class SasRec(nn.Module):
 
     def loss(self, items: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None):
         """items, targets: [B, T] (-1 = none) -> [] mean loss over the positions with a target."""
+        items, targets = trim_padding(items, targets)
         h = self.hidden(items)[targets >= 0]  # [P, D]
         pos = targets[targets >= 0]  # [P]
         if self.loss_kind == "ce":
@@ -125,4 +137,4 @@ class SasRec(nn.Module):
 
     def scores(self, items: torch.Tensor) -> torch.Tensor:
         """items: [B, T] right-aligned histories -> [B, I] score of every item as the next one."""
-        return self.hidden(items)[:, -1] @ self.item.weight[: self.n_items].T
+        return self.hidden(*trim_padding(items))[:, -1] @ self.item.weight[: self.n_items].T

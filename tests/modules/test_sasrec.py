@@ -3,7 +3,7 @@ import torch
 from torch.testing import assert_close
 
 from data.processed import split_examples
-from modules.sasrec import SasRec, attention_mask, right_align, windows
+from modules.sasrec import SasRec, attention_mask, right_align, trim_padding, windows
 
 SEQS = [np.arange(n, dtype=np.int64) + 10 * u for u, n in enumerate([3, 4, 7, 12, 5])]
 
@@ -78,3 +78,12 @@ def test_ce_loss_is_softmax_over_all_items():
     expected = -log_p.gather(1, targets[targets >= 0][:, None]).mean()
     assert_close(model.loss(items, targets), expected)
     assert_close(model.scores(items), model.hidden(items)[:, -1] @ model.item.weight[:30].T)
+
+
+def test_trimmed_padding_gives_the_same_outputs():
+    model = _model()
+    items = torch.tensor([[-1, -1, -1, 3, 4, 5], [-1, -1, 7, 8, 9, 1]])
+    (trimmed,) = trim_padding(items)
+    assert trimmed.shape == (2, 4)
+    assert_close(model.hidden(trimmed), model.hidden(items)[:, 2:])
+    assert_close(model.scores(trimmed), model.scores(items))
