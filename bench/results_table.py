@@ -83,6 +83,48 @@ def eval_rows(paths: list[Path], first: int) -> tuple[list[str], list[str]]:
     return lines, commands
 
 
+STUDY_COLUMNS = [
+    "#", "dataset", "run", "model / recipe", "examples", "selected step", "valid R@10", "valid N@10",
+    "test R@5", "test N@5", "test R@10", "test N@10", "train wall", "date", "commit", "machine",
+]  # fmt: skip
+
+
+def with_se(m: dict, key: str) -> str:
+    """ "0.0512 ± 0.0015" (value ± standard error), "—" when absent."""
+    if key not in m:
+        return "—"
+    se = m.get(f"{key}_se")
+    return fmt(m[key]) + ("" if se is None else f" ± {se:.4f}")
+
+
+def recipe_of(command: str) -> str:
+    """The config files of a run's command, without the folders: what the row trained."""
+    words = command.replace("=", " ").split()
+    return " + ".join(Path(w).stem for w in words if w.endswith(".gin") and "/" in w) or "—"
+
+
+def study_row(n: int, row: dict) -> str:
+    """One line of the selection-aware table: bench.quality rows and evaluate.sasrec metrics.json alike."""
+    m = row.get("metrics", row)
+    run = f"{row['protocol']}-{row['tag']}" if "tag" in row else Path(row["run"]).name
+    hours = (row.get("train_wall_s") or 0) / 3600
+    cells = [str(n), row["dataset"], run, recipe_of(row["command"]), f"{row.get('examples') or 0:,}",
+             f"{row.get('selected_step') or '—'}", with_se(m, "valid_full/recall@10"),
+             with_se(m, "valid_full/ndcg@10"), fmt(m.get("test/recall@5")), fmt(m.get("test/ndcg@5")),
+             with_se(m, "test/recall@10"), with_se(m, "test/ndcg@10"), f"{hours:.2f} h", row["date"],
+             f"`{row['commit']}`", row["machine"]]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_study(paths: list[Path]) -> str:
+    """The table of runs selected on the full validation split: valid and test side by side (± SE)."""
+    header = "| " + " | ".join(STUDY_COLUMNS) + " |\n" + "|---" * len(STUDY_COLUMNS) + "|"
+    rows = [json.loads(p.read_text()) for p in paths]
+    lines = [study_row(n, row) for n, row in enumerate(rows, start=1)]
+    commands = [f"# {n}: {p.name}\n{row['command']}" for n, (p, row) in enumerate(zip(paths, rows), start=1)]
+    return "\n".join([header, *lines]) + "\n\nCommands:\n\n```bash\n" + "\n".join(commands) + "\n```\n"
+
+
 def render(results: list[Path], evals: list[Path]) -> str:
     published = [
         f"| | {ds} | **published**: {name} | paper schedule | " + " | ".join(f"{v:.4f}" for v in values)
@@ -104,8 +146,12 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", type=Path, help="bench.quality results rows (JSON)")
     parser.add_argument("--eval", nargs="*", default=[], type=Path, help="evaluate.run rows (JSON)")
+    parser.add_argument(
+        "--study", action="store_true",
+        help="rows selected on the full validation split (bench.quality, evaluate.sasrec): valid, test ± SE",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    text = render(args.results, args.eval)
+    text = render_study(args.results) if args.study else render(args.results, args.eval)
     print(text)
     return text
 

@@ -11,6 +11,8 @@ Writes out/sasrec/<dataset>/<run>/: config.gin, checkpoint.pt (exact resume), be
 metrics.json.
 """
 
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +37,8 @@ KS = (1, 5, 10)
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv, "Train and score the SASRec baseline on the leave-one-out split")
     load_gin(args.configs, args.gin)
-    return train()
+    command = "python -m evaluate.sasrec " + shlex.join(sys.argv[1:] if argv is None else argv)
+    return train(command=command)
 
 
 @torch.inference_mode()
@@ -66,7 +69,7 @@ def train_step(model, optimizer, train: Windows, rows: torch.Tensor, generator) 
     return loss.detach()
 
 
-@gin.configurable("train_sasrec")
+@gin.configurable("train_sasrec", denylist=["command"])
 def train(
     out_dir: str = gin.REQUIRED,
     iterations: int = 35_000,
@@ -77,8 +80,10 @@ def train(
     eval_batch_size: int = 1024,
     seed: int = 42,
     use_wandb: bool = False,
+    command: str = "",
 ) -> dict:
-    """Step-based loop over users (one row = all of a user's training targets); loop settings only."""
+    """Step-based loop over users (one row = all of a user's training targets); loop settings only.
+    command: how the run was started, recorded in metrics.json (not a binding)."""
     torch.manual_seed(seed)
     commit, run, dataset = git_commit(), run_dir(out_dir), build_dataset()
     model = SasRec(n_items=len(dataset.item_keys))
@@ -116,19 +121,22 @@ def train(
         t_log, losses = time.perf_counter(), []
         if done % eval_every == 0 or done == iterations:
             save_checkpoint(ckpt, model=model, optimizer=optimizer, step=done, config=config, extra=state)
-    return finish(run, model, dataset, splits["test"], eval_batch_size, state, commit, logger, batch_size)
+    provenance = {"command": command, "commit": commit}
+    return finish(run, model, dataset, splits, eval_batch_size, state, provenance, logger, batch_size)
 
 
-def finish(run: Path, model, dataset, test: Windows, batch_size: int, state, commit, logger, rows) -> dict:
-    """Test metrics from best.pt beside the popularity baseline; writes metrics.json."""
+def finish(run: Path, model, dataset, splits, batch_size: int, state, provenance, logger, rows) -> dict:
+    """Validation (with SEs) and test metrics from best.pt beside the popularity baseline; metrics.json."""
     best = load_tensors(run / "best.pt")
     model.load_state_dict(best["model"])
-    scores = score_split(model, test, batch_size, "test/")
-    pop = popularity_baseline(popularity(dataset, "test"), torch.from_numpy(test.targets))
+    scores = score_split(model, splits["valid"], batch_size, "valid_full/")
+    scores.update(score_split(model, splits["test"], batch_size, "test/"))
+    pop = popularity_baseline(popularity(dataset, "test"), torch.from_numpy(splits["test"].targets))
     summary = {
         **scores, **pop, "best_valid": state["best"], "selected_step": best["step"],
         "steps": state["step"], "examples": state["step"] * rows, "train_wall_s": state["train_wall_s"],
-        "commit": commit, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+        "dataset": dataset.name, "run": str(run), **provenance, "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
     }  # fmt: skip
     write_json(run / "metrics.json", summary)
     logger.log({k: v for k, v in summary.items() if isinstance(v, float)}, state["step"])

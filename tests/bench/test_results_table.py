@@ -67,3 +67,24 @@ def test_budget_names_rq_kmeans_and_wall_time_says_which_steps_a_resumed_invocat
     assert "20 min (last invocation; resume not recorded)" in row_line(text, 5)
     widths = {line.count(" | ") for line in text.splitlines() if line.startswith("| ") and "---" not in line}
     assert len(widths) == 1  # every row (published, measured, popularity, re-evaluated) has every column
+
+
+def test_study_table_shows_valid_and_test_with_standard_errors(tmp_path):
+    extra = {"valid_full/recall@10": 0.05, "valid_full/recall@10_se": 0.0015, "test/recall@10_se": 0.0014}
+    a = write_row(tmp_path / "a.json", "beauty", "constant", 0.0455, 0.0114,
+                  " --decoder-config configs/decoder_amazon_paper.gin configs/recipes/constant_lr1e-3.gin",
+                  examples=1_000_192, selected_step=3000)  # fmt: skip
+    row = json.loads(a.read_text())
+    row["metrics"].update(extra)
+    a.write_text(json.dumps(row))
+    sasrec = tmp_path / "s.json"
+    sasrec.write_text(json.dumps({"dataset": "amazon-beauty", "run": "out/sasrec/beauty/default",
+                                  "test/recall@10": 0.06, "test/recall@10_se": 0.0016, "examples": 128,
+                                  "command": "python -m evaluate.sasrec configs/sasrec_amazon.gin",
+                                  "date": "2026-12-01", "commit": "abc", "machine": "box"}))  # fmt: skip
+    lines = results_table.main([str(a), str(sasrec), "--study"]).splitlines()
+    first = next(line for line in lines if line.startswith("| 1 |"))
+    assert "decoder_amazon_paper + constant_lr1e-3" in first and "1,000,192" in first and "| 3000 |" in first
+    assert "0.0500 ± 0.0015" in first and "0.0455 ± 0.0014" in first
+    second = next(line for line in lines if line.startswith("| 2 |"))
+    assert "| default | sasrec_amazon |" in second and "0.0600 ± 0.0016" in second
