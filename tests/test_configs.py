@@ -47,7 +47,16 @@ def test_config_parses_and_builds(config):
         assert sum(p.numel() for p in model.parameters()) > 0
 
 
-RECIPES = sorted(str(p) for p in Path("configs/recipes").glob("*.gin") if p.name != "cpu_protocol.gin")
+RECIPES = sorted(str(p) for p in Path("configs/recipes").glob("*.gin") if not p.stem.endswith("_protocol"))
+
+
+@pytest.mark.parametrize("protocol", sorted(Path("configs/recipes").glob("*_protocol.gin")))
+def test_protocols_compose_after_a_recipe(protocol):
+    load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/constant_lr1e-3.gin", str(protocol)], [])
+    assert (
+        gin.query_parameter("train_decoder.eval_every") % gin.query_parameter("train_decoder.log_every") == 0
+    )
+    assert gin.query_parameter("adamw.lr") == 0.001  # a protocol never changes what the recipe learns
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
