@@ -8,14 +8,21 @@ Rules, the same for both entry points:
 - users come out in ascending user id; `user_ids` keeps the dataset's own user numbers;
 - an interaction with a MovieID missing from the movies file is an error (DataFormatError listing ids);
 - item text = data.text.movielens_item_text(title, genres).
-Polars does the big parsing and the sort (ML-32M has 32M ratings).
+Polars does the big parsing and the sort (ML-32M has 32M ratings). It is imported when present: a machine
+without it (the lent GPU machines) can still load Amazon data; only the readers that need it say so.
 """
+
+from __future__ import annotations
 
 from pathlib import Path
 
 import gin
 import numpy as np
-import polars as pl
+
+try:
+    import polars as pl
+except ImportError:  # only the MovieLens readers need it; they say so (_require_polars)
+    pl = None
 
 from data.schema import DataFormatError, RawDataset, check_dataset
 from data.text import movielens_item_text
@@ -30,8 +37,14 @@ VARIANT_FILES = {  # variant -> (ratings file, movies file)
 DAT_ENCODING = "iso-8859-1"
 
 
+def _require_polars(path: Path) -> None:
+    if pl is None:
+        raise ImportError(f"reading {path} needs polars (pip install polars; it is in requirements.txt)")
+
+
 def read_ratings_dat(path: Path) -> pl.DataFrame:
     """ML-1M ratings.dat (`UserID::MovieID::Rating::Timestamp`) -> (user, item, time) Int64, file order."""
+    _require_polars(path)
     try:  # "::" splits into 7 ":"-fields, the even ones empty
         raw = pl.read_csv(path, separator=":", has_header=False, infer_schema=False, quote_char=None)
     except pl.exceptions.PolarsError as err:
@@ -52,6 +65,7 @@ def read_ratings_dat(path: Path) -> pl.DataFrame:
 
 def read_ratings_csv(path: Path) -> pl.DataFrame:
     """ratings.csv (header userId,movieId,rating,timestamp) -> frame (user, item, time) Int64, file order."""
+    _require_polars(path)
     names = {"userId": "user", "movieId": "item", "timestamp": "time"}
     try:  # fast path: typed read; on failure re-read as text to name the bad line
         return pl.read_csv(path, columns=list(names), schema_overrides=dict.fromkeys(names, pl.Int64)).rename(
@@ -81,6 +95,7 @@ def _to_int(frame: pl.DataFrame, path: Path, first_line: int) -> pl.DataFrame:
 def read_movies(path: Path) -> dict[int, str]:
     """movies.dat (`MovieID::Title::Genres`, ISO-8859-1) or movies.csv -> MovieID -> item text."""
     if path.suffix == ".csv":
+        _require_polars(path)
         try:
             frame = pl.read_csv(
                 path, schema_overrides={"movieId": pl.Int64, "title": pl.String, "genres": pl.String}
