@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-data lint demo bench clean
+.PHONY: setup test test-data lint demo bench clean gpu-bundle
 
 setup: $(STAMP)
 
@@ -38,3 +38,15 @@ demo: setup
 
 clean:
 	rm -rf out/demo
+
+# Everything bench/gpu_beauty.sh needs on a lent GPU machine (no gin-config, polars or wandb there, no
+# ../shared): the gin-config wheel, the Beauty P5 files and a finished stage-1 run's semantic IDs.
+GPU_STAGE1 ?= out/rqvae/beauty/cpu-paper
+BEAUTY ?= ../shared/data/amazon-2014-beauty
+gpu-bundle: setup
+	rm -rf .gpu && mkdir -p .gpu/beauty/derived
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d .gpu gin-config==0.5.0
+	cp $(BEAUTY)/sequential_data.txt $(BEAUTY)/datamaps.json .gpu/beauty/
+	cp $(BEAUTY)/derived/item_meta_by_asin.jsonl.gz .gpu/beauty/derived/
+	cp $(GPU_STAGE1)/semantic_ids.pt .gpu/
+	du -sh .gpu
