@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from data.processed import SeqData, popularity
+from data.processed import SeqData, popularity, random_suffix
 from data.registry import build_dataset
 from data.schema import RawDataset
 from evaluate.metrics import with_standard_errors
@@ -218,7 +218,7 @@ def train(
         return with_standard_errors(pooled, "eval/users")
 
     for step in progress(start, iterations):
-        batch = train_batch(train_data, order.indices(step), item_codes)
+        batch = train_batch(train_data, order.indices(step), item_codes, crop_seed=(seed << 32) + step)
         sums.add(train_step(model, optimizer, scheduler, batch, accelerator))
         done = step + 1
         if done % log_every == 0 or done == iterations:
@@ -244,9 +244,12 @@ def train(
     return finish(summary, run, logger, accelerator)
 
 
-def train_batch(train_data: SeqData, rows: torch.Tensor, item_codes: torch.Tensor):
-    """The tokenized training batch of `rows` (indices into train_data), on item_codes' device."""
+def train_batch(train_data: SeqData, rows: torch.Tensor, item_codes: torch.Tensor, crop_seed: int = 0):
+    """The tokenized training batch of `rows` (indices into train_data), on item_codes' device. With
+    SeqData.train_examples = "subsequence" each history is cut by random_suffix, drawn from `crop_seed`."""
     seq = train_data.collate([train_data[i] for i in rows.tolist()])
+    if train_data.train_examples == "subsequence":
+        seq = random_suffix(seq, torch.Generator().manual_seed(crop_seed))
     return tokenize(*(t.to(item_codes.device) for t in seq), item_codes)
 
 

@@ -3,7 +3,9 @@
 Leave-one-out per user with L items (positions 0..L-1, oldest first):
     test target = position L-1, valid target = position L-2,
     train targets = positions 1..L-3 ("sliding": one example per position, its prefix as history)
-                    or only position L-3 ("last": one example per user, dropped when L-3 < 1).
+                    or only position L-3 ("last": one example per user, dropped when L-3 < 1);
+                    "subsequence": the sliding examples, each history cut at training time to a random
+                    contiguous run of its newest items (random_suffix; GRID's random sub-sequences).
     The history of a target at position t is seq[max(0, t - max_items) : t]: the most recent `max_items`
     items before it, never the target itself, never anything after it.
 Users with fewer than MIN_ITEMS = 3 items have no valid history and are skipped in every split (their items
@@ -25,7 +27,7 @@ from data.embed import item_embeddings
 from data.schema import DataWarning, RawDataset
 
 SPLITS = ("train", "valid", "test")
-TRAIN_EXAMPLES = ("sliding", "last")
+TRAIN_EXAMPLES = ("sliding", "last", "subsequence")
 MIN_ITEMS = 3
 
 
@@ -59,7 +61,7 @@ def split_examples(lengths: np.ndarray, split: str, train_examples: str = "slidi
         raise ValueError(f"split must be in {SPLITS} and train_examples in {TRAIN_EXAMPLES}")
     lengths = np.asarray(lengths, dtype=np.int64)
     kept = np.flatnonzero(lengths >= MIN_ITEMS)
-    if split != "train" or train_examples == "last":
+    if split != "train" or train_examples == "last":  # "subsequence" has the sliding example set
         offset = {"test": 1, "valid": 2, "train": 3}[split]
         ends = lengths[kept] - offset
         keep = ends >= 1
@@ -93,6 +95,19 @@ def item_counts(sequences: Sequence[np.ndarray], n_items: int, split: str) -> np
 def popularity(dataset: RawDataset, split: str) -> torch.Tensor:
     """[I] int64 item counts visible before `split`'s targets (see item_counts)."""
     return torch.from_numpy(item_counts(dataset.sequences, len(dataset.item_keys), split))
+
+
+def random_suffix(batch: SeqBatch, generator: torch.Generator) -> SeqBatch:
+    """Each history cut to its newest n items, n uniform in 1..length (drawn with `generator`): the
+    history of a random contiguous sub-sequence that ends at the target; items stay left-aligned, -1 padded.
+    """
+    lengths = batch.lengths
+    keep = (torch.rand(lengths.shape, generator=generator) * lengths).long().clamp(max=lengths - 1) + 1  # [B]
+    column = torch.arange(batch.items.shape[1])  # [N]
+    source = (lengths - keep).unsqueeze(1) + column  # [B, N] column of the original that lands here
+    valid = column < keep.unsqueeze(1)
+    items = batch.items.gather(1, source.clamp(max=batch.items.shape[1] - 1)).masked_fill(~valid, -1)
+    return batch._replace(items=items, lengths=keep)
 
 
 def collate_seq(rows: Sequence[tuple[np.ndarray, int, int]], max_items: int) -> SeqBatch:

@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from data.processed import SeqData, collate_seq, item_counts, popularity, split_examples
+from data.processed import (
+    SeqBatch,
+    SeqData,
+    collate_seq,
+    item_counts,
+    popularity,
+    random_suffix,
+    split_examples,
+)
 from data.schema import DataWarning, RawDataset
 from data.synthetic import load_synthetic
 
@@ -87,3 +95,28 @@ def test_item_counts_use_only_the_visible_part():
 def test_targets_equal_the_targets_of_every_example(split):
     data = SeqData(load_synthetic(n_items=60, n_users=40, seed=1), split, max_items=5)
     assert data.targets().tolist() == [data[i][2] for i in range(len(data))]
+
+
+def test_random_suffix_keeps_a_random_run_of_the_newest_items():
+    items = torch.tensor([[5, 6, 7, 8, -1], [1, -1, -1, -1, -1], [9, 8, 7, 6, 5]])
+    batch = SeqBatch(items, torch.tensor([4, 1, 5]), torch.zeros(3, dtype=torch.long), torch.zeros(3))
+    seen = {b: set() for b in range(3)}
+    for seed in range(200):
+        cut = random_suffix(batch, torch.Generator().manual_seed(seed))
+        for b in range(3):
+            n, full = int(cut.lengths[b]), items[b, : batch.lengths[b]]
+            assert 1 <= n <= batch.lengths[b]
+            assert torch.equal(cut.items[b, :n], full[len(full) - n :])  # the newest n, in order
+            assert (cut.items[b, n:] == -1).all()
+            seen[b].add(n)
+    assert seen == {0: {1, 2, 3, 4}, 1: {1}, 2: {1, 2, 3, 4, 5}}  # every length can be drawn
+    again = random_suffix(batch, torch.Generator().manual_seed(7))
+    assert torch.equal(again.items, random_suffix(batch, torch.Generator().manual_seed(7)).items)
+
+
+def test_subsequence_examples_are_the_sliding_examples():
+    lengths = np.array([3, 5, 8])
+    sliding = split_examples(lengths, "train", "sliding")
+    sub = split_examples(lengths, "train", "subsequence")
+    np.testing.assert_array_equal(sub.rows, sliding.rows)
+    np.testing.assert_array_equal(sub.ends, sliding.ends)

@@ -84,3 +84,16 @@ def test_best_is_chosen_on_the_full_validation_split(tmp_path, semantic_ids):
     assert sorted(p.name for p in (tmp_path / "finalists").iterdir()) == sorted(
         f"step-{s}.pt" for s in by_step
     )
+
+
+def test_subsequence_examples_train_and_resume_exactly(tmp_path, semantic_ids):
+    sub = ('SeqData.train_examples = "subsequence"', "train_decoder.eval_every = 10")
+    full = run(tmp_path / "full", semantic_ids, *sub, "train_decoder.iterations = 20")
+    run(tmp_path / "split", semantic_ids, *sub, "train_decoder.iterations = 10")
+    split = run(tmp_path / "split", semantic_ids, *sub, "train_decoder.iterations = 20")
+    assert split["test/recall@10"] == pytest.approx(full["test/recall@10"])
+    sliding = {r["step"]: r["train/loss"] for r in rows(tmp_path / "full") if "train/loss" in r}
+    plain = run(tmp_path / "plain", semantic_ids, "train_decoder.iterations = 20")
+    assert plain["iterations"] == 20
+    other = {r["step"]: r["train/loss"] for r in rows(tmp_path / "plain") if "train/loss" in r}
+    assert sliding[10] != other[10]  # the cut histories are really different batches
