@@ -7,10 +7,12 @@
 
 Histories are the real Beauty test histories (last 20 items before the test target; mean ≈ 7.2 items);
 codes come from a semantic-ID artifact when given, else random [I, 4] codes with K = 256. The model is the
-reference configuration (configs/decoder_amazon.gin sizes), freshly initialised: speed does not depend on the
-weights. "padded" feeds every row of a batch at the batch's longest history (what a padded implementation
+paper configuration (`--model paper`, configs/decoder_amazon_paper.gin sizes: the headline recipe's) or the
+reference one (`--model reference`), freshly initialised: speed does not depend on the weights. "padded" feeds every row of a batch at the batch's longest history (what a padded implementation
 computes); "jagged" is the model's normal length-grouped path.
-Prints steps/s, sequences/s, users/s and peak RSS.
+Prints the CPU model and ISA, this process's fp32 / bf16 GEMM rates (bench/hardware.py), steps/s, sequences/s,
+each step's GEMM FLOPs (torch's FlopCounterMode) and the share of the GEMM rate they reach, users/s and
+peak RSS.
 """
 
 import argparse
@@ -21,6 +23,7 @@ import time
 
 import torch
 
+from bench.hardware import count_flops, machine_line, probe, share
 from data.amazon import load_amazon
 from data.processed import SeqData
 from evaluate.retrieval import evaluate_retrieval
@@ -28,10 +31,21 @@ from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
 from modules.semantic_ids import SemanticIds, append_collision_code
 from modules.tokens import tokenize
-from training.run import machine
 
 REFERENCE = dict(embed_dim=128, d_model=512, n_heads=8, n_encoder_layers=4, n_decoder_layers=4, ffn_dim=1024,
                  dropout=0.15, user_buckets=2000)  # fmt: skip
+PAPER = dict(
+    embed_dim=128,
+    d_model=128,
+    n_heads=6,
+    head_dim=64,
+    n_encoder_layers=4,
+    n_decoder_layers=4,
+    ffn_dim=1024,
+    dropout=0.1,
+    user_buckets=2000,
+)  # fmt: skip  (configs/decoder_amazon_paper.gin)
+MODELS = {"reference": REFERENCE, "paper": PAPER}
 
 
 def item_codes(dataset, path: str | None) -> torch.Tensor:
@@ -56,7 +70,8 @@ def train_batches(test: SeqData, codes: torch.Tensor, batch_size: int, padded: b
     return batches
 
 
-def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4) -> float:
+def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4) -> tuple[float, int]:
+    """-> (median steps/s over `windows` windows of `steps` steps, GEMM FLOPs of one step)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.035, fused=True)
     model.train()
 
@@ -68,14 +83,14 @@ def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4) ->
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step(batches[0])  # warm-up
+    flops = count_flops(lambda: step(batches[0]))  # also the warm-up
     rates = []
     for w in range(windows):
         t0 = time.perf_counter()
         for i in range(steps):
             step(batches[(w * steps + i) % len(batches)])
         rates.append(steps / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    return statistics.median(rates), flops
 
 
 def bench_eval(model, test: SeqData, codes: torch.Tensor, beam: int, users: int, batch_size: int, bf16: bool):
@@ -102,19 +117,27 @@ def main(argv=None) -> None:
     parser.add_argument("--beam64-users", type=int, default=2048, help="users for beams wider than 10")
     parser.add_argument("--eval-batch-size", type=int, default=1024)
     parser.add_argument("--eval-bf16", action="store_true")
+    parser.add_argument("--model", choices=sorted(MODELS), default="paper", help="decoder sizes")
     args = parser.parse_args(argv)
     dataset = load_amazon(args.root, "beauty")
     test, codes = SeqData(dataset, "test", max_items=20), item_codes(dataset, args.semantic_ids)
     torch.manual_seed(0)
-    model = RetrievalModel(codebook_size=256, n_levels=codes.shape[1], **REFERENCE)
+    model = RetrievalModel(codebook_size=256, n_levels=codes.shape[1], **MODELS[args.model])
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"machine: {machine()}; torch {torch.__version__}; model {n_params / 1e6:.2f} M parameters")
+    gemm = probe()
+    print(f"machine: {machine_line()}; {args.model} model {n_params / 1e6:.2f} M parameters")
+    print("GEMM probe (1024^3, this process): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in gemm.items()))
     for mode in args.train_modes:
         batches = train_batches(test, codes, args.batch_size, padded=mode.startswith("padded"))
-        rate = bench_train(model, batches, bf16=mode.endswith("bf16"))
+        bf16 = mode.endswith("bf16")
+        rate, flops = bench_train(model, batches, bf16=bf16)
         tokens = statistics.mean(int(b.lengths.sum()) * codes.shape[1] for b in batches) / args.batch_size
+        rate_of = gemm["bf16" if bf16 else "fp32"]
         print(f"train {mode:>12}: {rate:.3f} steps/s = {rate * args.batch_size:.0f} sequences/s "
-              f"(batch {args.batch_size}, {tokens:.1f} history tokens/row)")  # fmt: skip
+              f"(batch {args.batch_size}, {tokens:.1f} history tokens/row); {flops / 1e9:.1f} GFLOP/step "
+              f"= {flops * rate / 1e9:.0f} GFLOP/s = {share(flops, rate, rate_of):.0%} of the "
+              f"{'bf16' if bf16 else 'fp32'} GEMM rate, {share(flops, rate, max(gemm.values())):.0%} of the "
+              "best")  # fmt: skip
     for beam in args.beam:
         users = args.eval_users if beam <= 10 else args.beam64_users
         wall, n = bench_eval(model, test, codes, beam, users, args.eval_batch_size, args.eval_bf16)
