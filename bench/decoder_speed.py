@@ -8,8 +8,9 @@
 Histories are the real Beauty test histories (last 20 items before the test target; mean ≈ 7.2 items);
 codes come from a semantic-ID artifact when given, else random [I, 4] codes with K = 256. The model is the
 paper configuration (`--model paper`, configs/decoder_amazon_paper.gin sizes: the headline recipe's) or the
-reference one (`--model reference`), freshly initialised: speed does not depend on the weights. "padded" feeds every row of a batch at the batch's longest history (what a padded implementation
-computes); "jagged" is the model's normal length-grouped path.
+reference one (`--model reference`), freshly initialised: speed does not depend on the weights. "padded"
+feeds every row of a batch at the batch's longest history (what a padded implementation computes); "jagged"
+is the model's normal length-grouped path.
 Prints the CPU model and ISA, this process's fp32 / bf16 GEMM rates (bench/hardware.py), steps/s, sequences/s,
 each step's GEMM FLOPs (torch's FlopCounterMode) and the share of the GEMM rate they reach, users/s and
 peak RSS.
