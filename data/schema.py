@@ -28,6 +28,13 @@ class DataFormatError(ValueError):
     """A data file does not have the expected format. The message names the file and line."""
 
 
+class UnknownItemError(KeyError):
+    """Item ids that are not in the dataset's item keys; the message names them."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of its message
+        return str(self.args[0]) if self.args else ""
+
+
 class DataWarning(UserWarning):
     """Something in the data was skipped or filled in; the message says how many rows were affected."""
 

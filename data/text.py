@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 FIELD_SEP = "; "
+FIELD_NAMES = ("Title", "Brand", "Categories", "Price", "Genres")
 
 
 def _clean(value: Any) -> str | None:
@@ -69,3 +70,15 @@ def movielens_item_text(title: str, genres: str) -> str:
     if names:
         parts.append("Genres: " + ", ".join(names))
     return FIELD_SEP.join(parts)
+
+
+def text_title(text: str) -> str | None:
+    """The title field of a text written by the templates above, None when it has none. The title ends at
+    the first FIELD_SEP that starts another template field, so a title holding "; " comes back whole."""
+    prefix = "Title: "
+    if not text.startswith(prefix):
+        return None
+    body = text[len(prefix) :]
+    ends = [body.find(f"{FIELD_SEP}{name}: ") for name in FIELD_NAMES[1:]]
+    ends = [end for end in ends if end >= 0]
+    return body[: min(ends)] if ends else body

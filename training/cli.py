@@ -16,7 +16,7 @@ from typing import Any
 
 import gin
 
-from data.schema import DataFormatError
+from data.schema import DataFormatError, UnknownItemError
 from modules.semantic_ids import SemanticIdsError
 from training.guards import IntervalError, NonFiniteLossError
 
@@ -93,6 +93,7 @@ def missing_binding(err: BaseException) -> ConfigError | None:
 INPUT_ERRORS = (
     ConfigError,
     DataFormatError,
+    UnknownItemError,
     SemanticIdsError,
     NonFiniteLossError,
     IntervalError,

@@ -1,5 +1,7 @@
 import pytest
 
+import train_decoder
+
 
 @pytest.fixture(autouse=True)
 def _cache_env(embed_cache, monkeypatch):
@@ -22,3 +24,16 @@ def poison_train_step(monkeypatch):
         monkeypatch.setattr(module, "train_step", poisoned_step)
 
     return poison
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, embed_cache, debug_stage1):
+    """A finished configs/decoder_debug.gin run on the shared debug stage 1; tests only add files to it."""
+    rq, dec = debug_stage1, tmp_path_factory.mktemp("decoder")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIGER_CACHE_DIR", str(embed_cache))
+        train_decoder.main([
+            "configs/decoder_debug.gin", "--gin", f'train_decoder.out_dir = "{dec}"',
+            "--gin", f'train_decoder.semantic_ids = "{rq / "semantic_ids.pt"}"',
+        ])  # fmt: skip
+    return dec

@@ -4,20 +4,7 @@ import json
 
 import pytest
 
-import train_decoder
 from evaluate import run as evaluate_run
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, embed_cache, debug_stage1):
-    rq, dec = debug_stage1, tmp_path_factory.mktemp("decoder")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TIGER_CACHE_DIR", str(embed_cache))
-        train_decoder.main([
-            "configs/decoder_debug.gin", "--gin", f'train_decoder.out_dir = "{dec}"',
-            "--gin", f'train_decoder.semantic_ids = "{rq / "semantic_ids.pt"}"',
-        ])  # fmt: skip
-    return dec
 
 
 def test_same_beam_reproduces_the_training_test_metrics(finished_run):
