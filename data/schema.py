@@ -10,7 +10,7 @@ class RawDataset(NamedTuple):
 
     name: short dataset name, e.g. "amazon-beauty", "ml-1m", "synthetic".
     sequences: one array per user, item indices 0..I-1, oldest first, int64.
-    user_ids: [U] int64, the dataset's own user numbers (row u of `sequences` belongs to user_ids[u]).
+    user_ids: [U] int64, unique: the dataset's own user numbers (row u of `sequences` is user_ids[u]'s).
     item_keys: I strings, the dataset's own item ids (ASIN, MovieID); index = item index.
     item_texts: I strings, the text embedded for each item; index = item index.
 
@@ -41,6 +41,13 @@ def check_dataset(data: RawDataset) -> RawDataset:
         raise ValueError(f"{data.name}: {n_items} item keys but {len(data.item_texts)} item texts")
     if len(data.sequences) != len(data.user_ids):
         raise ValueError(f"{data.name}: {len(data.sequences)} sequences but {len(data.user_ids)} user ids")
+    users, counts = np.unique(data.user_ids, return_counts=True)
+    if (counts > 1).any():
+        user = users[counts > 1][0]
+        rows = np.flatnonzero(data.user_ids == user)[:2].tolist()
+        raise ValueError(
+            f"{data.name}: user id {user} is in rows {rows[0]} and {rows[1]}; user ids must be unique"
+        )
     for row, seq in enumerate(data.sequences):
         if seq.dtype != np.int64 or seq.ndim != 1:
             raise ValueError(

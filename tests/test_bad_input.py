@@ -13,12 +13,15 @@ without a traceback, and nothing half-written is left behind.
 10. NaN / inf loss                        tests/entry/test_train_rqvae.py::test_nan_loss_stops_and_keeps_last_
                                           good_checkpoint, tests/entry/test_train_decoder.py::test_nan_guard_
                                           keeps_checkpoint (both scripts); exit status: test_cli_exit_status
+11. a user id on two lines                test_user_on_two_lines_names_the_file_and_both_lines
 CLI end to end (exit 1, message, no file written): test_cli_data_error_*, test_cli_artifact_error_*.
+Wrong-typed or out-of-range gin values: tests/training/test_bindings.py.
 """
 
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,7 +32,7 @@ from data.amazon import load_amazon
 from data.movielens import load_movielens, load_sequence_file
 from data.processed import SeqData
 from data.registry import summary
-from data.schema import DataFormatError, DataWarning
+from data.schema import DataFormatError, DataWarning, RawDataset, check_dataset
 from modules.semantic_ids import (
     CHECKPOINT_KEY,
     FORMAT,
@@ -412,3 +415,22 @@ def test_cli_exit_status(capsys):
 
     with pytest.raises(KeyError):  # not an input error: the traceback is kept
         run_cli(buggy, [])
+
+
+# 11. a user id on two lines of a sequence file ---------------------------------------------------------
+
+
+def test_user_on_two_lines_names_the_file_and_both_lines(tmp_path):
+    root = p5(tmp_path)
+    (root / "sequential_data.txt").write_text("1 1 2 3\n2 2 3 4\n\n1 5 4\n")
+    with pytest.raises(
+        DataFormatError, match=r"sequential_data\.txt:4: user 1 already has a sequence on line 1"
+    ):
+        load_amazon(str(root), "beauty")
+    seqs, movies = ml_sequences(tmp_path, "4 9 1 5\n2 5 9\n4 1 5\n")
+    with pytest.raises(DataFormatError, match=r"seqs\.txt\.gz:3: user 4 already has a sequence on line 1"):
+        load_sequence_file(str(seqs), str(movies))
+    seqs = [np.array([0, 1]), np.array([1, 0]), np.array([0])]
+    dataset = RawDataset("toy", seqs, np.array([5, 6, 5]), ["a", "b"], ["a", "b"])
+    with pytest.raises(ValueError, match=r"toy: user id 5 is in rows 0 and 2"):  # every loader's last check
+        check_dataset(dataset)
