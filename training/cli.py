@@ -19,6 +19,7 @@ import gin
 from data.schema import DataFormatError
 from modules.semantic_ids import SemanticIdsError
 from training.bindings import binding_problems
+from training.checkpoint import RunFileError
 from training.guards import IntervalError, NonFiniteLossError
 
 
@@ -101,6 +102,7 @@ INPUT_ERRORS = (
     SemanticIdsError,
     NonFiniteLossError,
     IntervalError,
+    RunFileError,
     FileNotFoundError,
 )
 
