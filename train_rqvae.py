@@ -151,7 +151,8 @@ def train(
     check_intervals("train_rqvae", log_every, eval_every=eval_every, ckpt_every=ckpt_every)
     torch.manual_seed(seed)
     commit, accelerator = git_commit(), make_accelerator()  # commit: the code that starts the run
-    run, dataset = run_dir(out_dir), build_dataset()
+    dataset = build_dataset()  # data errors stop the run before its folder exists
+    run = run_dir(out_dir)
     emb = item_embeddings(dataset).float()  # [I, E]
     train_idx, eval_idx = split_items(len(emb), eval_fraction, seed)
     init_idx = kmeans_sample(train_idx, kmeans_items, seed)

@@ -29,7 +29,7 @@ from typing import Any
 import gin
 import numpy as np
 
-from data.schema import DataFormatError, DataWarning, RawDataset, check_dataset
+from data.schema import DataFormatError, DataWarning, RawDataset, check_dataset, shown
 from data.text import amazon_item_text
 from data.textio import numbered_lines, read_sequence_file, read_text
 
@@ -45,7 +45,9 @@ def read_datamaps(path: Path) -> list[str]:
     except json.JSONDecodeError as err:
         raise DataFormatError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
     if not isinstance(maps, dict):
-        raise DataFormatError(f"{path}: expected a JSON object with 'id2item' and/or 'item2id'")
+        raise DataFormatError(
+            f"{path}: expected a JSON object with 'id2item' and/or 'item2id', got {shown(maps)}"
+        )
     try:
         id2item = {int(k): str(v) for k, v in maps.get("id2item", {}).items()}
         item2id = {str(asin): int(k) for asin, k in maps.get("item2id", {}).items()}
@@ -53,11 +55,18 @@ def read_datamaps(path: Path) -> list[str]:
         raise DataFormatError(f"{path}: id2item / item2id must map integer ids to ASINs ({err})") from None
     for asin, key in item2id.items():
         if id2item.setdefault(key, asin) != asin:
-            raise DataFormatError(f"{path}: id2item and item2id disagree on item id {key}")
+            raise DataFormatError(
+                f"{path}: id2item and item2id disagree on item id {key}: {id2item[key]!r} vs {asin!r}"
+            )
     if not id2item:
-        raise DataFormatError(f"{path}: neither 'id2item' nor 'item2id' found")
-    if sorted(id2item) != list(range(1, len(id2item) + 1)):
-        raise DataFormatError(f"{path}: item ids are not exactly 1..{len(id2item)}")
+        raise DataFormatError(f"{path}: neither 'id2item' nor 'item2id' found (keys: {shown(list(maps))})")
+    expected = set(range(1, len(id2item) + 1))
+    if set(id2item) != expected:
+        outside = min(set(id2item) - expected)
+        raise DataFormatError(
+            f"{path}: item ids must be exactly 1..{len(id2item)}, but item id {outside} is there and "
+            f"{min(expected - set(id2item))} is not"
+        )
     return [id2item[i] for i in range(1, len(id2item) + 1)]
 
 
@@ -71,7 +80,9 @@ def parse_record(line: str, path: Path, lineno: int) -> dict[str, Any]:
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise DataFormatError(f"{path}:{lineno}: neither JSON nor a Python literal") from None
     if not isinstance(record, dict):
-        raise DataFormatError(f"{path}:{lineno}: expected a dict, got {type(record).__name__}")
+        raise DataFormatError(
+            f"{path}:{lineno}: expected a dict, got {type(record).__name__} {shown(record)}"
+        )
     return record
 
 
@@ -81,7 +92,7 @@ def read_meta(path: Path) -> dict[str, dict[str, Any]]:
     for lineno, line in numbered_lines(path):
         record = parse_record(line, path, lineno)
         if "asin" not in record:
-            raise DataFormatError(f"{path}:{lineno}: record has no 'asin'")
+            raise DataFormatError(f"{path}:{lineno}: record has no 'asin' (keys: {shown(list(record))})")
         meta[str(record["asin"])] = record
     return meta
 
@@ -91,11 +102,14 @@ def read_reviews(path: Path) -> list[tuple[str, str, int]]:
     rows = []
     for lineno, line in numbered_lines(path):
         record = parse_record(line, path, lineno)
+        missing = [key for key in ("reviewerID", "asin", "unixReviewTime") if key not in record]
+        if missing:
+            raise DataFormatError(f"{path}:{lineno}: review has no {missing} (keys: {shown(list(record))})")
         try:
             rows.append((str(record["reviewerID"]), str(record["asin"]), int(record["unixReviewTime"])))
-        except (KeyError, TypeError, ValueError):
+        except (TypeError, ValueError):
             raise DataFormatError(
-                f"{path}:{lineno}: needs reviewerID, asin and integer unixReviewTime"
+                f"{path}:{lineno}: unixReviewTime must be an integer, got {shown(record['unixReviewTime'])}"
             ) from None
     return rows
 

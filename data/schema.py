@@ -1,8 +1,10 @@
 """The one in-memory form of a dataset that every loader returns, plus the data errors and warnings."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+
+MIN_ITEMS = 3  # a user needs this many items to have a test target, a validation target and a history
 
 
 class RawDataset(NamedTuple):
@@ -32,11 +34,27 @@ class DataWarning(UserWarning):
     """Something in the data was skipped or filled in; the message says how many rows were affected."""
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """repr(value) for an error message, cut to `limit` characters: every message names its value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_dataset(data: RawDataset) -> RawDataset:
-    """Checks the invariants of RawDataset and returns it unchanged; raises ValueError naming a fault."""
+    """Checks the invariants of RawDataset and returns it unchanged. Raises DataFormatError when there is
+    nothing to train or evaluate on (no item, no user with MIN_ITEMS items), ValueError naming any other
+    fault (a loader bug)."""
     n_items = len(data.item_keys)
     if n_items == 0 or len(data.sequences) == 0:
-        raise ValueError(f"{data.name}: {len(data.sequences)} users and {n_items} items; nothing to train on")
+        raise DataFormatError(
+            f"{data.name}: {len(data.sequences)} users and {n_items} items; nothing to train on"
+        )
+    longest = max(len(seq) for seq in data.sequences)
+    if longest < MIN_ITEMS:
+        raise DataFormatError(
+            f"{data.name}: no user has at least {MIN_ITEMS} items (the longest history has {longest}), so "
+            "no user has a history, a validation and a test item; nothing to train or evaluate on"
+        )
     if len(data.item_texts) != n_items:
         raise ValueError(f"{data.name}: {n_items} item keys but {len(data.item_texts)} item texts")
     if len(data.sequences) != len(data.user_ids):
@@ -54,5 +72,9 @@ def check_dataset(data: RawDataset) -> RawDataset:
                 f"{data.name}: sequence {row} is {seq.dtype} with shape {seq.shape}, not int64 [L]"
             )
         if seq.size and (seq.min() < 0 or seq.max() >= n_items):
-            raise ValueError(f"{data.name}: sequence {row} has an item index outside [0, {n_items})")
+            bad = seq[(seq < 0) | (seq >= n_items)][0]
+            raise ValueError(
+                f"{data.name}: user {data.user_ids[row]} (row {row}) has item index {bad}, "
+                f"outside [0, {n_items})"
+            )
     return data

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from data.schema import DataFormatError
+from data.schema import DataFormatError, shown
 
 GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)  # truncated stream, bad header / CRC, bad data
 
@@ -72,6 +72,20 @@ def check_decodes(path: Path, encoding: str = "utf-8") -> None:
         pass
 
 
+INT64 = np.iinfo(np.int64)
+
+
+def bad_token(tokens: list[str]) -> str:
+    """What is wrong with the first token of a `user item item ...` line that is not an int64, naming it."""
+    for position, token in enumerate(tokens):
+        what = "user id" if position == 0 else f"item id (token {position + 1})"
+        if not token.lstrip("+-").isdigit():
+            return f"expected integers `user item item ...`, got {what} {shown(token)}"
+        if not INT64.min <= int(token) <= INT64.max:
+            return f"{what} {token} does not fit in int64"
+    return f"expected integers `user item item ...`, got {shown(' '.join(tokens))}"
+
+
 def read_sequence_file(
     path: Path, known_items: Container[int] | None = None, catalogue: str = "the catalogue"
 ) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -88,10 +102,7 @@ def read_sequence_file(
         try:
             ids = np.array(tokens, dtype=np.int64)
         except (ValueError, OverflowError):
-            bad = next((t for t in tokens if not t.lstrip("+-").isdigit()), tokens[0])
-            raise DataFormatError(
-                f"{path}:{lineno}: expected integers `user item item ...`, got {bad!r}"
-            ) from None
+            raise DataFormatError(f"{path}:{lineno}: {bad_token(tokens)}") from None
         if ids.size < 2:
             raise DataFormatError(f"{path}:{lineno}: user {ids[0]} has no items")
         first = line_of_user.setdefault(int(ids[0]), lineno)

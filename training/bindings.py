@@ -3,8 +3,9 @@
 `binding_problems()` walks the bindings gin holds after parsing and checks each bound value
 - against its parameter's type: the annotation (`int`, `float`, `int | None`, `Sequence[int]`, ...), or for
   an unannotated parameter the type of its scalar default; a bool is not an int, an int is a float;
-- against the range that RANGES declares for the parameter, keyed by `configurable.param` or by the
-  parameter name alone (one name per concept, so `batch_size` or `codebook_size` means the same everywhere).
+- against the range or the choices that RANGES declares for the parameter, keyed by `configurable.param`
+  or by the parameter name alone (one name per concept: `batch_size` or `codebook_size` means the same
+  everywhere); `train_decoder.beam_width` must cover the largest k evaluated.
 Macros (`%X`) are resolved; other references (`@f`, `@f()`) are not checked. `training.cli.load_gin` raises
 one ConfigError listing every problem, each naming the binding and its value.
 """
@@ -17,7 +18,13 @@ from typing import Any, NamedTuple
 
 from gin import config as gin_config
 
+from data.amazon import CATEGORIES
+from data.movielens import VARIANT_FILES
+from data.processed import TRAIN_EXAMPLES
 from evaluate.metrics import KS, metric_names
+from modules.kmeans import INITS
+from modules.losses import RECON_REDUCTIONS
+from modules.quantize import ESTIMATORS
 
 
 class Bound(NamedTuple):
@@ -27,12 +34,17 @@ class Bound(NamedTuple):
     holds: typing.Callable[[Any], bool]
 
 
+def one_of(choices) -> Bound:
+    """The value must be one of `choices` (a string setting)."""
+    choices = tuple(choices)
+    return Bound(f"one of {list(choices)}", lambda v: v in choices)
+
+
 AT_LEAST_1 = Bound(">= 1", lambda v: v >= 1)
 NON_NEGATIVE = Bound(">= 0", lambda v: v >= 0)
 POSITIVE = Bound("> 0", lambda v: v > 0)
 FRACTION = Bound("in [0, 1)", lambda v: 0 <= v < 1)
 PROBABILITY = Bound("in [0, 1]", lambda v: 0 <= v <= 1)
-SELECTABLE = metric_names(KS)
 
 RANGES: dict[str, Bound] = {
     # loop settings of both training scripts
@@ -45,7 +57,7 @@ RANGES: dict[str, Bound] = {
     "train_decoder.beam_width": Bound(
         f">= {max(KS)}, the largest k of the recall@k / ndcg@k evaluated", lambda v: v >= max(KS)
     ),
-    "train_decoder.select_metric": Bound(f"one of {list(SELECTABLE)}", lambda v: v in SELECTABLE),
+    "train_decoder.select_metric": one_of(metric_names(KS)),
     # optimizer and schedule
     "lr": POSITIVE,
     "weight_decay": NON_NEGATIVE,
@@ -62,6 +74,14 @@ RANGES: dict[str, Bound] = {
     **dict.fromkeys(("n_items", "n_users", "min_len", "max_len", "n_categories"), AT_LEAST_1),
     **dict.fromkeys(("p_next", "p_stay"), PROBABILITY),
     "zipf_alpha": NON_NEGATIVE,
+    "load_amazon.category": one_of(CATEGORIES),
+    "load_movielens.variant": one_of(VARIANT_FILES),
+    "SeqData.train_examples": one_of(TRAIN_EXAMPLES),
+    # choices of the modules
+    "Quantize.estimator": one_of(ESTIMATORS),
+    "init": one_of(INITS),
+    "recon_reduction": one_of(RECON_REDUCTIONS),
+    "make_accelerator.mixed_precision": one_of(("no", "bf16", "fp16")),
 }
 
 _SCALARS = (bool, int, float, str)
