@@ -58,15 +58,18 @@ def test_binding_problems_names_each_binding_and_value(tmp_path):
     assert binding_problems() == [] and _typed() == (2, 0.5, 4, None, [2, 3])
 
 
-def test_ranges_apply_by_parameter_name_and_by_binding():
+def test_ranges_and_choices_apply_by_parameter_name_and_by_binding():
     assert RANGES["iterations"] is AT_LEAST_1 and RANGES["codebook_size"] is AT_LEAST_1
     gin.parse_config(
-        ["train_rqvae.iterations = 0", "RqVae.hidden_dims = [8, 0]", "RetrievalModel.dropout = 1.0"]
-    )
+        ["train_rqvae.iterations = 0", "RqVae.hidden_dims = [8, 0]", "RetrievalModel.dropout = 1.0",
+         "Quantize.estimator = 'stee'", "load_amazon.category = 'beuty'"]
+    )  # fmt: skip
     assert binding_problems() == [
         "gin binding train_rqvae.iterations = 0: must be >= 1",
         "gin binding RqVae.hidden_dims = [8, 0]: every element must be >= 1",
         "gin binding RetrievalModel.dropout = 1.0: must be in [0, 1)",
+        "gin binding Quantize.estimator = 'stee': must be one of ['rotation', 'ste', 'gumbel']",
+        "gin binding load_amazon.category = 'beuty': must be one of ['beauty', 'sports', 'toys']",
     ]
 
 
