@@ -14,7 +14,9 @@ Metadata (either layout) is joined by ASIN, never by row order: `meta_path` (rel
 absolute), or else the first of meta.json.gz, meta_<Category>.json.gz,
 derived/item_meta_by_asin.jsonl.gz found in `root`. Lines may be Python literals (2014 McAuley format,
 read with ast.literal_eval) or JSON.
-Items without metadata get "ASIN: <asin>" as text and are counted in one DataWarning.
+Items without metadata get "ASIN: <asin>" as text and are counted in one DataWarning; when no item has
+metadata the load stops (DataFormatError naming the file names looked for and other JSON files in `root`)
+unless `load_amazon.allow_missing_metadata = True`.
 """
 
 import ast
@@ -147,6 +149,48 @@ def download_file(url: str, dest: Path) -> Path:
     return dest
 
 
+def meta_names(name: str) -> list[str]:
+    """The metadata file names looked for in `root`, in order (module docstring)."""
+    return ["meta.json.gz", f"meta_{name}.json.gz", "derived/item_meta_by_asin.jsonl.gz"]
+
+
+def other_json_files(root: Path, limit: int = 5) -> list[str]:
+    """JSON-like files in `root` and `root/derived` that the loader does not read: maybe the metadata."""
+    used = {"datamaps.json", *P5_SEQUENCE_FILES}
+    names = sorted(
+        str(path.relative_to(root))
+        for folder in (root, root / "derived")
+        if folder.is_dir()
+        for path in folder.iterdir()
+        if ".json" in path.name and path.name not in used
+    )
+    return names[:limit]
+
+
+def check_metadata(item_keys: list[str], meta: dict, path: Path | None, root: Path, name: str, allow: bool):
+    """No item with metadata is an error (unless `allow`: load_amazon.allow_missing_metadata); some items
+    without it, a DataWarning. Both say where the loader looked."""
+    missing = sum(asin not in meta for asin in item_keys)
+    if not missing:
+        return
+    if path is not None:
+        where = f"in {path}"
+    else:
+        others = other_json_files(root)
+        where = (
+            f"(no metadata file in {root}: looked for {', '.join(meta_names(name))}"
+            + (f"; not read: {', '.join(others)}" if others else "")
+            + "; set load_amazon.meta_path to name the file)"
+        )
+    message = f"{missing} of {len(item_keys)} items have no metadata {where}; their text is 'ASIN: <asin>'"
+    if missing == len(item_keys) and not allow:
+        raise DataFormatError(
+            f"{message}, so their embeddings and semantic IDs would carry no item information. Set "
+            "load_amazon.allow_missing_metadata = True to train on that anyway"
+        )
+    warnings.warn(message, DataWarning, stacklevel=3)
+
+
 def _find_meta(root: Path, name: str, meta_path: str | None, fetch: bool, base_url: str) -> Path | None:
     """The metadata file to use (see module docstring); downloads meta_<Category>.json.gz if `fetch`."""
     if meta_path is not None:
@@ -154,8 +198,7 @@ def _find_meta(root: Path, name: str, meta_path: str | None, fetch: bool, base_u
         if not path.exists():
             raise FileNotFoundError(f"metadata file {path} not found (gin: load_amazon.meta_path)")
         return path
-    candidates = ["meta.json.gz", f"meta_{name}.json.gz", "derived/item_meta_by_asin.jsonl.gz"]
-    found = [root / c for c in candidates if (root / c).exists()]
+    found = [root / c for c in meta_names(name) if (root / c).exists()]
     if found:
         return found[0]
     if fetch:
@@ -198,20 +241,16 @@ def load_amazon(
     meta_path: str | None = None,
     download: bool = False,
     base_url: str = MCAULEY_2014_URL,
+    allow_missing_metadata: bool = False,
 ) -> RawDataset:
-    """Loads one Amazon 2014 category ("beauty", "sports", "toys"); layouts and rules: module docstring."""
+    """Loads one Amazon 2014 category ("beauty", "sports", "toys"); layouts and rules: module docstring.
+    allow_missing_metadata: load even when no item has metadata (every text is then 'ASIN: <asin>')."""
     if category not in CATEGORIES:
         raise ValueError(f"unknown Amazon category {category!r}; expected one of {sorted(CATEGORIES)}")
     root_path, name = Path(root), CATEGORIES[category]
     user_ids, sequences, item_keys = _load_sequences(root_path, name, download, base_url)
     path = _find_meta(root_path, name, meta_path, download, base_url)
     meta = read_meta(path) if path is not None else {}
-    missing = sum(asin not in meta for asin in item_keys)
-    if missing:
-        source = f"in {path}" if path else f"(no metadata file in {root_path}; gin: load_amazon.meta_path)"
-        message = (
-            f"{missing} of {len(item_keys)} items have no metadata {source}; their text is 'ASIN: <asin>'"
-        )
-        warnings.warn(message, DataWarning, stacklevel=2)
+    check_metadata(item_keys, meta, path, root_path, name, allow_missing_metadata)
     texts = [amazon_item_text(asin, meta.get(asin)) for asin in item_keys]
     return check_dataset(RawDataset(f"amazon-{category}", sequences, user_ids, item_keys, texts))

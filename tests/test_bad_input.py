@@ -16,6 +16,7 @@ without a traceback, and nothing half-written is left behind.
 11. a user id on two lines                test_user_on_two_lines_names_the_file_and_both_lines
 12. no user with enough items             test_dataset_without_usable_users_stops_before_anything_is_written
 13. the value named in every message      test_every_error_names_the_value_it_is_about
+14. no item metadata found                test_no_item_metadata_stops_naming_the_files_searched_unless_allowed
 CLI end to end (exit 1, message, no file written): test_cli_data_error_*, test_cli_artifact_error_*.
 Wrong-typed or out-of-range gin values: tests/training/test_bindings.py.
 """
@@ -529,3 +530,25 @@ def test_every_error_names_the_value_it_is_about(tmp_path, file, text, named):
     with pytest.raises(DataFormatError) as err:
         load()
     assert named in str(err.value)
+
+
+# 14. metadata that is not found ------------------------------------------------------------------------
+
+
+def test_no_item_metadata_stops_naming_the_files_searched_unless_allowed(tmp_path, capsys):
+    root, out = p5(tmp_path), tmp_path / "run"
+    (root / "meta.json.gz").rename(root / "Beauty_item2attributes.json")  # a name the loader does not read
+    searched = "looked for meta.json.gz, meta_Beauty.json.gz, derived/item_meta_by_asin.jsonl.gz"
+    with pytest.raises(DataFormatError, match="5 of 5 items have no metadata") as err:
+        load_amazon(str(root), "beauty")
+    assert searched in str(err.value) and "not read: Beauty_item2attributes.json" in str(err.value)
+    assert "load_amazon.allow_missing_metadata = True" in str(err.value)
+    rqvae = ["configs/rqvae_debug.gin", "--gin", f"train_rqvae.out_dir = '{out}'", *amazon_bindings(root)]
+    assert searched in cli(capsys, train_rqvae.main, *rqvae)
+    assert not out.exists()
+    with pytest.warns(DataWarning, match=f"5 of 5 items have no metadata .*{searched}"):
+        dataset = load_amazon(str(root), "beauty", allow_missing_metadata=True)  # the user opted in
+    assert dataset.item_texts == [f"ASIN: {asin}" for asin in dataset.item_keys]
+    write_gz(root / "meta.json.gz", "{'asin': 'Z9', 'title': 'another catalogue'}\n")
+    with pytest.raises(DataFormatError, match=r"5 of 5 items have no metadata in .*meta\.json\.gz"):
+        load_amazon(str(root), "beauty")
