@@ -97,8 +97,9 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], keep_previous: 
         if keep_previous:
             keep_as_previous(path)
     except (OSError, RuntimeError) as err:  # torch's writer reports a failed write as a RuntimeError
+        message = write_failure(path, err)  # before the temp file is removed: the free space it left
         tmp.unlink(missing_ok=True)
-        raise RunFileWriteError(write_failure(path, err)) from err
+        raise RunFileWriteError(message) from err
     os.replace(tmp, path)
 
 
@@ -111,23 +112,33 @@ def keep_as_previous(path: Path) -> None:
     link = prev.with_name(prev.name + ".tmp")
     link.unlink(missing_ok=True)
     try:
-        os.link(path, link)
-    except OSError:  # a filesystem without hard links
-        shutil.copy2(path, link)
-    os.replace(link, prev)
+        try:
+            os.link(path, link)
+        except OSError:  # a filesystem without hard links
+            shutil.copy2(path, link)
+        os.replace(link, prev)
+    except OSError:
+        link.unlink(missing_ok=True)
+        raise
 
 
 def write_failure(path: Path, err: BaseException) -> str:
-    """The message of a failed write: the file, why, the free space, and that the old file is intact."""
-    why = "the disk is full" if getattr(err, "errno", None) == errno.ENOSPC else first_line(err)
+    """The message of a failed write: the file, why, the free space, and whether the old file is intact."""
     try:
-        free = f"{shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free in {path.parent}"
+        free_bytes = shutil.disk_usage(path.parent).free
+        free = f"{free_bytes / 2**20:,.0f} MiB free in {path.parent}"
     except OSError:
-        free = "free space unknown"
+        free_bytes, free = None, "free space unknown"
+    # torch's writer turns an ENOSPC into a RuntimeError without errno: then a nearly empty disk says it
+    full = getattr(err, "errno", None) == errno.ENOSPC or (free_bytes is not None and free_bytes < 2**20)
+    why = "the disk is full" if full else first_line(err)
+    if full and not isinstance(err, OSError):
+        why += f" ({first_line(err)})"
     kept = f"{path} still holds the previous version" if path.exists() else f"{path} was not written"
     return (
-        f"could not write {path}: {why} ({free}); the temp file was removed and {kept}. Free some space "
-        "and rerun the same command: it resumes from the last complete checkpoint"
+        f"could not write {path}: {why} ({free}); the temp file was removed and {kept}. "
+        f"{'Free some space' if full else 'Fix the cause'} and rerun the same command: it resumes from the "
+        "last complete checkpoint"
     )
 
 
