@@ -26,7 +26,7 @@ from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
 from modules.semantic_ids import CHECKPOINT_KEY, SemanticIds, check_checkpoint, check_items
 from modules.tokens import tokenize
-from training.checkpoint import atomic_save, load_checkpoint, load_tensors, save_checkpoint
+from training.checkpoint import atomic_save, load_checkpoint, load_tensors, resume_from, save_checkpoint
 from training.cli import load_gin, parse_args, run_cli
 from training.guards import check_intervals
 from training.logger import make_logger, write_json
@@ -194,7 +194,7 @@ def train(
     item_codes = sem.codes.to(device)  # [I, C]
     trie = PrefixTrie.from_codes(sem.codes, sem.codebook_size).to(device)
     model, optimizer, scheduler, start, best, resumed = build(
-        sem, train_data.max_items, schedule, run / "checkpoint.pt"
+        sem, train_data.max_items, schedule, resume_from(run / "checkpoint.pt")
     )
     chosen = Finalists(run / "finalists", finalists)
     if "finalists" in resumed:

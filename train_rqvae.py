@@ -20,7 +20,7 @@ from modules.rq_kmeans import RqKMeans
 from modules.rqvae import RqVae
 from modules.rqvae_metrics import codes_summary
 from modules.semantic_ids import SemanticIds, append_collision_code
-from training.checkpoint import load_checkpoint, load_tensors, save_checkpoint
+from training.checkpoint import load_checkpoint, load_tensors, resume_from, save_checkpoint
 from training.cli import ConfigError, load_gin, parse_args, run_cli
 from training.guards import check_intervals
 from training.logger import make_logger, write_json
@@ -151,7 +151,8 @@ def train(
     check_intervals("train_rqvae", log_every, eval_every=eval_every, ckpt_every=ckpt_every)
     torch.manual_seed(seed)
     commit, accelerator = git_commit(), make_accelerator()  # commit: the code that starts the run
-    run, dataset = run_dir(out_dir), build_dataset()
+    dataset = build_dataset()  # data errors stop the run before its folder exists
+    run = run_dir(out_dir)
     emb = item_embeddings(dataset).float()  # [I, E]
     train_idx, eval_idx = split_items(len(emb), eval_fraction, seed)
     init_idx = kmeans_sample(train_idx, kmeans_items, seed)
@@ -161,7 +162,7 @@ def train(
         return summary
 
     ckpt = run / "checkpoint.pt"
-    model, optimizer, start, metrics = build(emb, init_idx, seed, ckpt)
+    model, optimizer, start, metrics = build(emb, init_idx, seed, resume_from(ckpt))
     config = write_config(run, accelerator.is_main_process)
     model, optimizer = accelerator.prepare(model, optimizer)
     step_model = torch.compile(model) if compile else model

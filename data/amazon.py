@@ -14,7 +14,9 @@ Metadata (either layout) is joined by ASIN, never by row order: `meta_path` (rel
 absolute), or else the first of meta.json.gz, meta_<Category>.json.gz,
 derived/item_meta_by_asin.jsonl.gz found in `root`. Lines may be Python literals (2014 McAuley format,
 read with ast.literal_eval) or JSON.
-Items without metadata get "ASIN: <asin>" as text and are counted in one DataWarning.
+Items without metadata get "ASIN: <asin>" as text and are counted in one DataWarning; when no item has
+metadata the load stops (DataFormatError naming the file names looked for and other JSON files in `root`)
+unless `load_amazon.allow_missing_metadata = True`.
 """
 
 import ast
@@ -29,7 +31,7 @@ from typing import Any
 import gin
 import numpy as np
 
-from data.schema import DataFormatError, DataWarning, RawDataset, check_dataset
+from data.schema import DataFormatError, DataWarning, RawDataset, check_dataset, shown
 from data.text import amazon_item_text
 from data.textio import numbered_lines, read_sequence_file, read_text
 
@@ -45,7 +47,9 @@ def read_datamaps(path: Path) -> list[str]:
     except json.JSONDecodeError as err:
         raise DataFormatError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
     if not isinstance(maps, dict):
-        raise DataFormatError(f"{path}: expected a JSON object with 'id2item' and/or 'item2id'")
+        raise DataFormatError(
+            f"{path}: expected a JSON object with 'id2item' and/or 'item2id', got {shown(maps)}"
+        )
     try:
         id2item = {int(k): str(v) for k, v in maps.get("id2item", {}).items()}
         item2id = {str(asin): int(k) for asin, k in maps.get("item2id", {}).items()}
@@ -53,11 +57,18 @@ def read_datamaps(path: Path) -> list[str]:
         raise DataFormatError(f"{path}: id2item / item2id must map integer ids to ASINs ({err})") from None
     for asin, key in item2id.items():
         if id2item.setdefault(key, asin) != asin:
-            raise DataFormatError(f"{path}: id2item and item2id disagree on item id {key}")
+            raise DataFormatError(
+                f"{path}: id2item and item2id disagree on item id {key}: {id2item[key]!r} vs {asin!r}"
+            )
     if not id2item:
-        raise DataFormatError(f"{path}: neither 'id2item' nor 'item2id' found")
-    if sorted(id2item) != list(range(1, len(id2item) + 1)):
-        raise DataFormatError(f"{path}: item ids are not exactly 1..{len(id2item)}")
+        raise DataFormatError(f"{path}: neither 'id2item' nor 'item2id' found (keys: {shown(list(maps))})")
+    expected = set(range(1, len(id2item) + 1))
+    if set(id2item) != expected:
+        outside = min(set(id2item) - expected)
+        raise DataFormatError(
+            f"{path}: item ids must be exactly 1..{len(id2item)}, but item id {outside} is there and "
+            f"{min(expected - set(id2item))} is not"
+        )
     return [id2item[i] for i in range(1, len(id2item) + 1)]
 
 
@@ -71,7 +82,9 @@ def parse_record(line: str, path: Path, lineno: int) -> dict[str, Any]:
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise DataFormatError(f"{path}:{lineno}: neither JSON nor a Python literal") from None
     if not isinstance(record, dict):
-        raise DataFormatError(f"{path}:{lineno}: expected a dict, got {type(record).__name__}")
+        raise DataFormatError(
+            f"{path}:{lineno}: expected a dict, got {type(record).__name__} {shown(record)}"
+        )
     return record
 
 
@@ -81,7 +94,7 @@ def read_meta(path: Path) -> dict[str, dict[str, Any]]:
     for lineno, line in numbered_lines(path):
         record = parse_record(line, path, lineno)
         if "asin" not in record:
-            raise DataFormatError(f"{path}:{lineno}: record has no 'asin'")
+            raise DataFormatError(f"{path}:{lineno}: record has no 'asin' (keys: {shown(list(record))})")
         meta[str(record["asin"])] = record
     return meta
 
@@ -91,11 +104,14 @@ def read_reviews(path: Path) -> list[tuple[str, str, int]]:
     rows = []
     for lineno, line in numbered_lines(path):
         record = parse_record(line, path, lineno)
+        missing = [key for key in ("reviewerID", "asin", "unixReviewTime") if key not in record]
+        if missing:
+            raise DataFormatError(f"{path}:{lineno}: review has no {missing} (keys: {shown(list(record))})")
         try:
             rows.append((str(record["reviewerID"]), str(record["asin"]), int(record["unixReviewTime"])))
-        except (KeyError, TypeError, ValueError):
+        except (TypeError, ValueError):
             raise DataFormatError(
-                f"{path}:{lineno}: needs reviewerID, asin and integer unixReviewTime"
+                f"{path}:{lineno}: unixReviewTime must be an integer, got {shown(record['unixReviewTime'])}"
             ) from None
     return rows
 
@@ -133,6 +149,48 @@ def download_file(url: str, dest: Path) -> Path:
     return dest
 
 
+def meta_names(name: str) -> list[str]:
+    """The metadata file names looked for in `root`, in order (module docstring)."""
+    return ["meta.json.gz", f"meta_{name}.json.gz", "derived/item_meta_by_asin.jsonl.gz"]
+
+
+def other_json_files(root: Path, limit: int = 5) -> list[str]:
+    """JSON-like files in `root` and `root/derived` that the loader does not read: maybe the metadata."""
+    used = {"datamaps.json", *P5_SEQUENCE_FILES}
+    names = sorted(
+        str(path.relative_to(root))
+        for folder in (root, root / "derived")
+        if folder.is_dir()
+        for path in folder.iterdir()
+        if ".json" in path.name and path.name not in used
+    )
+    return names[:limit]
+
+
+def check_metadata(item_keys: list[str], meta: dict, path: Path | None, root: Path, name: str, allow: bool):
+    """No item with metadata is an error (unless `allow`: load_amazon.allow_missing_metadata); some items
+    without it, a DataWarning. Both say where the loader looked."""
+    missing = sum(asin not in meta for asin in item_keys)
+    if not missing:
+        return
+    if path is not None:
+        where = f"in {path}"
+    else:
+        others = other_json_files(root)
+        where = (
+            f"(no metadata file in {root}: looked for {', '.join(meta_names(name))}"
+            + (f"; not read: {', '.join(others)}" if others else "")
+            + "; set load_amazon.meta_path to name the file)"
+        )
+    message = f"{missing} of {len(item_keys)} items have no metadata {where}; their text is 'ASIN: <asin>'"
+    if missing == len(item_keys) and not allow:
+        raise DataFormatError(
+            f"{message}, so their embeddings and semantic IDs would carry no item information. Set "
+            "load_amazon.allow_missing_metadata = True to train on that anyway"
+        )
+    warnings.warn(message, DataWarning, stacklevel=3)
+
+
 def _find_meta(root: Path, name: str, meta_path: str | None, fetch: bool, base_url: str) -> Path | None:
     """The metadata file to use (see module docstring); downloads meta_<Category>.json.gz if `fetch`."""
     if meta_path is not None:
@@ -140,8 +198,7 @@ def _find_meta(root: Path, name: str, meta_path: str | None, fetch: bool, base_u
         if not path.exists():
             raise FileNotFoundError(f"metadata file {path} not found (gin: load_amazon.meta_path)")
         return path
-    candidates = ["meta.json.gz", f"meta_{name}.json.gz", "derived/item_meta_by_asin.jsonl.gz"]
-    found = [root / c for c in candidates if (root / c).exists()]
+    found = [root / c for c in meta_names(name) if (root / c).exists()]
     if found:
         return found[0]
     if fetch:
@@ -184,20 +241,16 @@ def load_amazon(
     meta_path: str | None = None,
     download: bool = False,
     base_url: str = MCAULEY_2014_URL,
+    allow_missing_metadata: bool = False,
 ) -> RawDataset:
-    """Loads one Amazon 2014 category ("beauty", "sports", "toys"); layouts and rules: module docstring."""
+    """Loads one Amazon 2014 category ("beauty", "sports", "toys"); layouts and rules: module docstring.
+    allow_missing_metadata: load even when no item has metadata (every text is then 'ASIN: <asin>')."""
     if category not in CATEGORIES:
         raise ValueError(f"unknown Amazon category {category!r}; expected one of {sorted(CATEGORIES)}")
     root_path, name = Path(root), CATEGORIES[category]
     user_ids, sequences, item_keys = _load_sequences(root_path, name, download, base_url)
     path = _find_meta(root_path, name, meta_path, download, base_url)
     meta = read_meta(path) if path is not None else {}
-    missing = sum(asin not in meta for asin in item_keys)
-    if missing:
-        source = f"in {path}" if path else f"(no metadata file in {root_path}; gin: load_amazon.meta_path)"
-        message = (
-            f"{missing} of {len(item_keys)} items have no metadata {source}; their text is 'ASIN: <asin>'"
-        )
-        warnings.warn(message, DataWarning, stacklevel=2)
+    check_metadata(item_keys, meta, path, root_path, name, allow_missing_metadata)
     texts = [amazon_item_text(asin, meta.get(asin)) for asin in item_keys]
     return check_dataset(RawDataset(f"amazon-{category}", sequences, user_ids, item_keys, texts))

@@ -24,7 +24,7 @@ try:
 except ImportError:  # only the MovieLens readers need it; they say so (_require_polars)
     pl = None
 
-from data.schema import DataFormatError, RawDataset, check_dataset
+from data.schema import DataFormatError, RawDataset, check_dataset, shown
 from data.text import movielens_item_text
 from data.textio import check_decodes, numbered_lines, read_sequence_file
 
@@ -83,12 +83,17 @@ def read_ratings_csv(path: Path) -> pl.DataFrame:
 
 
 def _to_int(frame: pl.DataFrame, path: Path, first_line: int) -> pl.DataFrame:
-    """Casts string columns to Int64; a field that is not an integer raises naming its line."""
+    """Casts string columns to Int64; a field that is not an integer raises naming its line and value."""
     ints = frame.select(pl.all().str.strip_chars().cast(pl.Int64, strict=False))
     bad = ints.with_row_index("row").filter(pl.any_horizontal(pl.all().exclude("row").is_null()))
     if bad.height:
-        line = int(bad["row"][0]) + first_line
-        raise DataFormatError(f"{path}:{line}: expected integer user, movie and timestamp fields")
+        row = int(bad["row"][0])
+        column = next(name for name in ints.columns if bad[name][0] is None)
+        value = frame[column][row]
+        raise DataFormatError(
+            f"{path}:{row + first_line}: expected integer user, movie and timestamp fields, got {column} "
+            f"{shown(value)}"
+        )
     return ints
 
 
@@ -109,7 +114,7 @@ def read_movies(path: Path) -> dict[int, str]:
     for lineno, line in numbered_lines(path, encoding=DAT_ENCODING):
         fields = line.split("::")
         if len(fields) != 3 or not fields[0].isdigit():
-            raise DataFormatError(f"{path}:{lineno}: expected `MovieID::Title::Genres`")
+            raise DataFormatError(f"{path}:{lineno}: expected `MovieID::Title::Genres`, got {shown(line)}")
         movies[int(fields[0])] = movielens_item_text(fields[1], fields[2])
     return movies
 

@@ -24,11 +24,10 @@ import torch
 from torch.utils.data import Dataset
 
 from data.embed import item_embeddings
-from data.schema import DataWarning, RawDataset
+from data.schema import MIN_ITEMS, DataFormatError, DataWarning, RawDataset
 
 SPLITS = ("train", "valid", "test")
 TRAIN_EXAMPLES = ("sliding", "last", "subsequence")
-MIN_ITEMS = 3
 
 
 class Examples(NamedTuple):
@@ -141,6 +140,12 @@ class SeqData(Dataset):
             warnings.warn(message, DataWarning, 2)
         self.split, self.max_items, self.train_examples = split, max_items, train_examples
         self.examples = split_examples(lengths, split, train_examples)
+        if len(self.examples.rows) == 0:
+            need = MIN_ITEMS + 1 if split == "train" else MIN_ITEMS
+            raise DataFormatError(
+                f"{dataset.name}: the {split} split has no examples: it needs a user with at least {need} "
+                f"items, and the longest history has {lengths.max(initial=0)}"
+            )
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])  # [U + 1]
         self.flat = np.concatenate(dataset.sequences) if len(lengths) else np.zeros(0, dtype=np.int64)
         self.user_ids = np.asarray(dataset.user_ids, dtype=np.int64)

@@ -4,8 +4,8 @@
 - bytes that are not valid in the file's encoding: DataFormatError naming the file and line (lines are
   read as bytes and decoded one by one, so the line number is exact);
 - a .gz file that is truncated or not gzip: DataFormatError naming the file and the last complete line;
-- `user item item ...` sequence lines: integer tokens only, at least one item, and (when the caller
-  knows the catalogue) every item id in it.
+- `user item item ...` sequence lines: integer tokens only, at least one item, each user on one line
+  only, and (when the caller knows the catalogue) every item id in it.
 """
 
 import gzip
@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from data.schema import DataFormatError
+from data.schema import DataFormatError, shown
 
 GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)  # truncated stream, bad header / CRC, bad data
 
@@ -72,26 +72,45 @@ def check_decodes(path: Path, encoding: str = "utf-8") -> None:
         pass
 
 
+INT64 = np.iinfo(np.int64)
+
+
+def bad_token(tokens: list[str]) -> str:
+    """What is wrong with the first token of a `user item item ...` line that is not an int64, naming it."""
+    for position, token in enumerate(tokens):
+        what = "user id" if position == 0 else f"item id (token {position + 1})"
+        if not token.lstrip("+-").isdigit():
+            return f"expected integers `user item item ...`, got {what} {shown(token)}"
+        if not INT64.min <= int(token) <= INT64.max:
+            return f"{what} {token} does not fit in int64"
+    return f"expected integers `user item item ...`, got {shown(' '.join(tokens))}"
+
+
 def read_sequence_file(
     path: Path, known_items: Container[int] | None = None, catalogue: str = "the catalogue"
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Reads `user item item ...` lines. Returns (user ids [U] int64, raw item ids per user, int64).
 
-    Every token must be an integer and every line needs at least one item. With `known_items`, an item id
-    not in it raises DataFormatError naming the file, line and id; `catalogue` says where ids come from.
+    Every token must be an integer, every line needs at least one item, and a user id on a second line
+    raises DataFormatError naming both lines (a user's history is one line; two would score the user
+    twice). With `known_items`, an item id not in it raises DataFormatError naming the file, line and id;
+    `catalogue` says where ids come from.
     """
-    users, seqs = [], []
+    users, seqs, line_of_user = [], [], {}
     for lineno, line in numbered_lines(path):
         tokens = line.split()
         try:
             ids = np.array(tokens, dtype=np.int64)
         except (ValueError, OverflowError):
-            bad = next((t for t in tokens if not t.lstrip("+-").isdigit()), tokens[0])
-            raise DataFormatError(
-                f"{path}:{lineno}: expected integers `user item item ...`, got {bad!r}"
-            ) from None
+            raise DataFormatError(f"{path}:{lineno}: {bad_token(tokens)}") from None
         if ids.size < 2:
             raise DataFormatError(f"{path}:{lineno}: user {ids[0]} has no items")
+        first = line_of_user.setdefault(int(ids[0]), lineno)
+        if first != lineno:
+            raise DataFormatError(
+                f"{path}:{lineno}: user {ids[0]} already has a sequence on line {first}; "
+                "each user's history must be one line"
+            )
         if known_items is not None:
             unknown = [i for i in ids[1:].tolist() if i not in known_items]
             if unknown:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import torch
 
+KS = (1, 5, 10)  # the cutoffs k of every reported recall@k / ndcg@k; beam search needs a width >= max(KS)
+
 
 def first_hit(match: torch.Tensor) -> torch.Tensor:
     """match [B, W] bool -> [B] int64: index of the first True, -1 if none."""
@@ -46,7 +48,12 @@ def ndcg_at_k(rank: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(hit, gain, torch.zeros_like(gain)).mean().float()
 
 
-def ranking_metrics(rank: torch.Tensor, ks: Sequence[int] = (1, 5, 10), prefix: str = "") -> dict[str, float]:
+def metric_names(ks: Sequence[int] = KS) -> tuple[str, ...]:
+    """The keys of ranking_metrics (without prefix): recall@k for every k, ndcg@k for every k > 1."""
+    return (*(f"recall@{k}" for k in ks), *(f"ndcg@{k}" for k in ks if k > 1))
+
+
+def ranking_metrics(rank: torch.Tensor, ks: Sequence[int] = KS, prefix: str = "") -> dict[str, float]:
     """{prefix + "recall@k"} for every k and {prefix + "ndcg@k"} for every k > 1 (ndcg@1 == recall@1)."""
     out = {f"{prefix}recall@{k}": float(recall_at_k(rank, k)) for k in ks}
     out.update({f"{prefix}ndcg@{k}": float(ndcg_at_k(rank, k)) for k in ks if k > 1})

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from evaluate.metrics import ranking_metrics
+from evaluate.metrics import KS, ranking_metrics
 
 
 def item_counts(items: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -59,7 +59,7 @@ def popularity_baseline(
     train_item_counts: torch.Tensor,
     targets: torch.Tensor,
     exclude: torch.Tensor | None = None,
-    ks: Sequence[int] = (1, 5, 10),
+    ks: Sequence[int] = KS,
 ) -> dict[str, float]:
     """{"pop/recall@k", "pop/ndcg@k"} of the most-popular ranking (see popularity_hit_rank)."""
     rank = popularity_hit_rank(train_item_counts, targets, exclude)

@@ -6,7 +6,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from evaluate.metrics import hit_rank, prefix_hit_rank, ranking_metrics, second_moments
+from evaluate.metrics import KS, hit_rank, prefix_hit_rank, ranking_metrics, second_moments
 from evaluate.popularity import popularity_baseline
 from modules.generation import beam_search
 from modules.prefix_trie import PrefixTrie
@@ -35,7 +35,7 @@ def evaluate_retrieval(
     item_codes: torch.Tensor,
     trie: PrefixTrie,
     beam_width: int,
-    ks: Sequence[int] = (1, 5, 10),
+    ks: Sequence[int] = KS,
     device: torch.device | str | None = None,
     max_batches: int | None = None,
     constrained: bool = True,

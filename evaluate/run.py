@@ -17,6 +17,7 @@ import torch
 
 import train_decoder  # registers the stage-2 configurables a run's config.gin binds; builds its model
 from data.processed import popularity
+from evaluate.metrics import KS
 from evaluate.retrieval import evaluate_retrieval, popularity_baseline
 from modules.prefix_trie import PrefixTrie
 from training.checkpoint import load_tensors
@@ -32,8 +33,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", choices=("valid", "test"), default="test")
     parser.add_argument("--gin", action="append", default=[], help="extra bindings after the run's config")
     args = parser.parse_args(argv)
-    if min(args.beam_width) < 10:
-        parser.error(f"--beam-width {min(args.beam_width)}: must be >= 10, the largest k reported")
+    if min(args.beam_width) < max(KS):
+        parser.error(f"--beam-width {min(args.beam_width)}: must be >= {max(KS)}, the largest k reported")
     return args
 
 

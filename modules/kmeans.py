@@ -4,6 +4,7 @@ Used to initialise RQ-VAE codebooks (modules/quantize.py) and by the RQ-KMeans t
 (modules/rq_kmeans.py). Shapes: x [M, Z] points, centroids [k, Z].
 """
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -76,30 +77,52 @@ def rng_device(generator: torch.Generator | None, fallback: torch.device) -> tor
     return fallback if generator is None else generator.device
 
 
-def sample_proportional(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One index drawn with probability ∝ weights [M] (>= 0); uniform if they are all 0. Returns [1] int64."""
+def sample_proportional(weights: torch.Tensor, generator: torch.Generator | None, n: int = 1) -> torch.Tensor:
+    """n indices drawn with replacement with probability ∝ weights [M] (>= 0); uniform if they are all 0.
+    Returns [n] int64."""
     weights = torch.where(weights.sum() > 0, weights, torch.ones_like(weights))
     cdf = weights.cumsum(0)  # [M]
-    u = torch.rand(1, generator=generator, device=rng_device(generator, weights.device)).to(cdf) * cdf[-1]
+    u = torch.rand(n, generator=generator, device=rng_device(generator, weights.device)).to(cdf) * cdf[-1]
     return torch.searchsorted(cdf, u, right=True).clamp_max(weights.shape[0] - 1)
 
 
-def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): each next centre is drawn ∝ D². x: [M, Z] -> [k, Z].
+def greedy_candidates(k: int) -> int:
+    """2 + ⌊ln k⌋: candidates per centre of greedy k-means++ (Arthur & Vassilvitskii 2007, §5; the number
+    scikit-learn uses)."""
+    return 2 + int(math.log(k))
 
-    If every point already coincides with a chosen centre (fewer than k distinct points), draws uniformly.
+
+def kmeans_plus_plus(
+    x: torch.Tensor, k: int, generator: torch.Generator | None = None, n_candidates: int | None = None
+) -> torch.Tensor:
+    """Greedy k-means++ seeding. x: [M, Z] -> [k, Z].
+
+    The first centre is a uniform draw; each next one is the best of L candidates drawn ∝ D² (squared
+    distance to the nearest chosen centre): the one whose addition leaves the smallest potential Σ D².
+    L = n_candidates, default `greedy_candidates(k)`; L = 1 is plain k-means++. If every point already
+    coincides with a chosen centre (fewer than k distinct points), candidates are drawn uniformly.
+    No host sync: the choice stays on the device.
     """
+    n_candidates = greedy_candidates(k) if n_candidates is None else n_candidates
     x_sq = x.pow(2).sum(-1)  # [M]
     first = torch.randint(x.shape[0], (1,), generator=generator, device=rng_device(generator, x.device))
     index = [first.to(x.device)]
-    d2 = torch.full_like(x_sq, float("inf"))  # [M] squared distance to the nearest chosen centre
-    for j in range(k):
-        c = x[index[-1]].squeeze(0)  # [Z]
-        d2 = torch.minimum(d2, (x_sq - 2.0 * (x @ c) + c.pow(2).sum()).clamp_min(0.0))
-        d2 = d2.index_fill(0, index[-1], 0.0)  # exact 0 for the chosen point despite rounding
-        if j + 1 < k:
-            index.append(sample_proportional(d2, generator))
+    d2 = candidate_distances(x, x_sq, index[0])[:, 0]  # [M] squared distance to the nearest chosen centre
+    for _ in range(k - 1):
+        candidates = sample_proportional(d2, generator, n_candidates).to(x.device)  # [L]
+        with_candidate = torch.minimum(d2.unsqueeze(1), candidate_distances(x, x_sq, candidates))  # [M, L]
+        best = with_candidate.sum(0).argmin()  # [] the candidate that lowers the potential most
+        d2 = with_candidate[:, best]
+        index.append(candidates[best].reshape(1))
     return x[torch.cat(index)]
+
+
+def candidate_distances(x: torch.Tensor, x_sq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """[M, L] squared distances of x [M, Z] (‖x‖² = x_sq [M]) to the points x[candidates] ([L] indices),
+    exactly 0 for each candidate's own point despite rounding."""
+    c = x[candidates]  # [L, Z]
+    d2 = torch.addmm(x_sq.unsqueeze(1) + c.pow(2).sum(-1), x, c.T, alpha=-2.0).clamp_min(0.0)  # [M, L]
+    return d2.scatter(0, candidates.unsqueeze(0), 0.0)
 
 
 def initial_centroids(

@@ -4,20 +4,22 @@ Shapes: codes [I, Q] (RQ-VAE / RQ-KMeans output) -> codes [I, C] with C = Q + 1.
 
 Checks on the artifact, each raising SemanticIdsError that names the file and what disagrees:
 `SemanticIds.load` (format, version, fields; codes int64 [I, n_levels + 1] in [0, K), unique rows, one item
-key per row), `check_items` (against the dataset's item list) and `check_checkpoint` (a stage-2 checkpoint
+key per row; a damaged or unsafe file raises training.checkpoint's RunFileError, naming what to do),
+`check_items` (against the dataset's item list) and `check_checkpoint` (a stage-2 checkpoint
 records the artifact it was trained on, K, C, I and a hash of the codes; resuming it on another artifact is
 refused). Stage-2 configs cannot state K or C: RetrievalModel denylists them, so a binding fails in gin.
 """
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+
+from training.checkpoint import atomic_save, load_tensors
 
 FORMAT = "tiger.semantic_ids"
 CHECKPOINT_KEY = "semantic_ids"  # where a stage-2 checkpoint stores `SemanticIds.fingerprint()`
@@ -162,9 +164,7 @@ class SemanticIds:
         return build_item_lookup(self.codes, self.codebook_size)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Atomic write (temp file in the same folder + os.replace) of plain types and one tensor."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Atomic write (training.checkpoint.atomic_save) of plain types and one tensor."""
         payload = {  # plain Python types only, so `load` can use weights_only=True
             "format": FORMAT,
             "version": VERSION,
@@ -176,27 +176,14 @@ class SemanticIds:
             "config": str(self.config),
             "metrics": {str(k): float(v) for k, v in self.metrics.items()},
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SemanticIds":
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"semantic-ID artifact not found: {path} (run train_rqvae.py first)")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise SemanticIdsError(f"{path} is not a readable semantic-ID artifact: {err}") from err
+        payload = load_tensors(path)  # a damaged or unsafe file: RunFileError naming it and what to do
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise SemanticIdsError(f"{path} is not a semantic-ID artifact (expected format {FORMAT!r})")
         if payload.get("version") != VERSION:

@@ -13,12 +13,18 @@ without a traceback, and nothing half-written is left behind.
 10. NaN / inf loss                        tests/entry/test_train_rqvae.py::test_nan_loss_stops_and_keeps_last_
                                           good_checkpoint, tests/entry/test_train_decoder.py::test_nan_guard_
                                           keeps_checkpoint (both scripts); exit status: test_cli_exit_status
+11. a user id on two lines                test_user_on_two_lines_names_the_file_and_both_lines
+12. no user with enough items             test_dataset_without_usable_users_stops_before_anything_is_written
+13. the value named in every message      test_every_error_names_the_value_it_is_about
+14. no item metadata found                test_no_item_metadata_stops_naming_the_files_searched_unless_allowed
 CLI end to end (exit 1, message, no file written): test_cli_data_error_*, test_cli_artifact_error_*.
+Wrong-typed or out-of-range gin values: tests/training/test_bindings.py.
 """
 
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,7 +35,7 @@ from data.amazon import load_amazon
 from data.movielens import load_movielens, load_sequence_file
 from data.processed import SeqData
 from data.registry import summary
-from data.schema import DataFormatError, DataWarning
+from data.schema import DataFormatError, DataWarning, RawDataset, check_dataset
 from modules.semantic_ids import (
     CHECKPOINT_KEY,
     FORMAT,
@@ -412,3 +418,137 @@ def test_cli_exit_status(capsys):
 
     with pytest.raises(KeyError):  # not an input error: the traceback is kept
         run_cli(buggy, [])
+
+
+# 11. a user id on two lines of a sequence file ---------------------------------------------------------
+
+
+def test_user_on_two_lines_names_the_file_and_both_lines(tmp_path):
+    root = p5(tmp_path)
+    (root / "sequential_data.txt").write_text("1 1 2 3\n2 2 3 4\n\n1 5 4\n")
+    with pytest.raises(
+        DataFormatError, match=r"sequential_data\.txt:4: user 1 already has a sequence on line 1"
+    ):
+        load_amazon(str(root), "beauty")
+    seqs, movies = ml_sequences(tmp_path, "4 9 1 5\n2 5 9\n4 1 5\n")
+    with pytest.raises(DataFormatError, match=r"seqs\.txt\.gz:3: user 4 already has a sequence on line 1"):
+        load_sequence_file(str(seqs), str(movies))
+    seqs = [np.array([0, 1, 0]), np.array([1, 0]), np.array([0])]
+    dataset = RawDataset("toy", seqs, np.array([5, 6, 5]), ["a", "b"], ["a", "b"])
+    with pytest.raises(ValueError, match=r"toy: user id 5 is in rows 0 and 2"):  # every loader's last check
+        check_dataset(dataset)
+
+
+# 12. a dataset with no usable user ---------------------------------------------------------------------
+
+
+def amazon_bindings(root: Path) -> list[str]:
+    bindings = ["build_dataset.loader = @load_amazon", f'load_amazon.root = "{root}"']
+    return sum((["--gin", b] for b in [*bindings, 'load_amazon.category = "beauty"']), [])
+
+
+@pytest.mark.parametrize("lengths, message", [
+    ((2, 1, 2), "amazon-beauty: no user has at least 3 items (the longest history has 2)"),
+    ((3, 3, 2), "amazon-beauty: the train split has no examples: it needs a user with at least 4 items"),
+], ids=["all_below_3", "no_training_example"])  # fmt: skip
+def test_dataset_without_usable_users_stops_before_anything_is_written(tmp_path, capsys, lengths, message):
+    root, out = p5(tmp_path), tmp_path / "run"
+    lines = [" ".join(map(str, [user, *range(1, n + 1)])) for user, n in enumerate(lengths, start=1)]
+    (root / "sequential_data.txt").write_text("\n".join(lines) + "\n")
+    sem_path = tmp_path / "semantic_ids.pt"
+    SemanticIds.from_codes(torch.arange(10).reshape(5, 2) % K, K, ["A1", "B2", "C3", "D4", "E5"]).save(
+        sem_path
+    )
+    decoder = ["configs/decoder_debug.gin", "--gin", f"train_decoder.out_dir = '{out}'"]
+    decoder += ["--gin", f"train_decoder.semantic_ids = '{sem_path}'", *amazon_bindings(root)]
+    assert message in cli(capsys, train_decoder.main, *decoder)
+    if lengths == (2, 1, 2):  # stage 1 only needs items, but such a dataset can never be evaluated
+        rqvae = ["configs/rqvae_debug.gin", "--gin", f"train_rqvae.out_dir = '{out}'", *amazon_bindings(root)]
+        assert message in cli(capsys, train_rqvae.main, *rqvae)
+    assert files_under(out) == []
+
+
+# 13. every error names the value it is about -----------------------------------------------------------
+
+HUGE = "99999999999999999999999"
+
+
+VALUE_CASES = {  # id: (file, text written to it, what the message must contain)
+    "huge_item": (
+        "sequential_data.txt",
+        f"1 1 2\n2 1 {HUGE} 3\n",
+        f":2: item id (token 3) {HUGE} does not fit",
+    ),
+    "huge_user": (
+        "sequential_data.txt",
+        f"1 1 2\n{HUGE} 1 3\n",
+        f"sequential_data.txt:2: user id {HUGE} does",
+    ),
+    "datamaps_disagree": (
+        "datamaps.json",
+        '{"id2item": {"1": "A1"}, "item2id": {"B2": "1"}}',
+        "disagree on item id 1: 'A1' vs 'B2'",
+    ),
+    "datamaps_gap": (
+        "datamaps.json",
+        '{"id2item": {"1": "A1", "3": "C3"}}',
+        "item id 3 is there and 2 is not",
+    ),
+    "meta_no_asin": (
+        "meta.json.gz",
+        "{'asin': 'A1'}\n{'title': 'x'}\n",
+        ":2: record has no 'asin' (keys: ['title'])",
+    ),
+    "movies_line": (
+        "movies.dat",
+        "1::Toy Story::Comedy\n5::Heat\n",
+        "movies.dat:2: expected `MovieID::Title::",
+    ),
+    "ratings_field": ("ratings.dat", "1::1::5::100\n1::5::4::soon\n", "timestamp fields, got time 'soon'"),
+    "review_time": (
+        "reviews",
+        '{"reviewerID": "u1", "asin": "X", "unixReviewTime": "yesterday"}\n',
+        "unixReviewTime must be an integer, got 'yesterday'",
+    ),
+}
+
+
+@pytest.mark.parametrize("file, text, named", VALUE_CASES.values(), ids=VALUE_CASES.keys())
+def test_every_error_names_the_value_it_is_about(tmp_path, file, text, named):
+    if file in ("movies.dat", "ratings.dat"):
+        root = write_ml1m_root(tmp_path / "ml-1m")
+        (root / file).write_text(text, encoding="iso-8859-1")
+        load = lambda: load_movielens(str(root), "ml-1m")  # noqa: E731
+    elif file == "reviews":
+        root = raw_reviews(tmp_path).parent
+        write_gz(root / "reviews_Beauty_5.json.gz", text)
+        load = lambda: load_amazon(str(root), "beauty")  # noqa: E731
+    else:
+        root = p5(tmp_path)
+        write_gz(root / file, text) if file.endswith(".gz") else (root / file).write_text(text)
+        load = lambda: load_amazon(str(root), "beauty")  # noqa: E731
+    with pytest.raises(DataFormatError) as err:
+        load()
+    assert named in str(err.value)
+
+
+# 14. metadata that is not found ------------------------------------------------------------------------
+
+
+def test_no_item_metadata_stops_naming_the_files_searched_unless_allowed(tmp_path, capsys):
+    root, out = p5(tmp_path), tmp_path / "run"
+    (root / "meta.json.gz").rename(root / "Beauty_item2attributes.json")  # a name the loader does not read
+    searched = "looked for meta.json.gz, meta_Beauty.json.gz, derived/item_meta_by_asin.jsonl.gz"
+    with pytest.raises(DataFormatError, match="5 of 5 items have no metadata") as err:
+        load_amazon(str(root), "beauty")
+    assert searched in str(err.value) and "not read: Beauty_item2attributes.json" in str(err.value)
+    assert "load_amazon.allow_missing_metadata = True" in str(err.value)
+    rqvae = ["configs/rqvae_debug.gin", "--gin", f"train_rqvae.out_dir = '{out}'", *amazon_bindings(root)]
+    assert searched in cli(capsys, train_rqvae.main, *rqvae)
+    assert not out.exists()
+    with pytest.warns(DataWarning, match=f"5 of 5 items have no metadata .*{searched}"):
+        dataset = load_amazon(str(root), "beauty", allow_missing_metadata=True)  # the user opted in
+    assert dataset.item_texts == [f"ASIN: {asin}" for asin in dataset.item_keys]
+    write_gz(root / "meta.json.gz", "{'asin': 'Z9', 'title': 'another catalogue'}\n")
+    with pytest.raises(DataFormatError, match=r"5 of 5 items have no metadata in .*meta\.json\.gz"):
+        load_amazon(str(root), "beauty")

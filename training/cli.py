@@ -18,6 +18,8 @@ import gin
 
 from data.schema import DataFormatError, UnknownItemError
 from modules.semantic_ids import SemanticIdsError
+from training.bindings import binding_problems
+from training.checkpoint import RunFileError
 from training.guards import IntervalError, NonFiniteLossError
 
 
@@ -47,7 +49,8 @@ class _GinProbeNoise(logging.Filter):
 
 
 def load_gin(config_files: Sequence[str], bindings: Sequence[str]) -> None:
-    """Parse config files then bindings (bindings win). Errors name the file or binding that failed."""
+    """Parse config files then bindings (bindings win), then check every bound value's type and range.
+    Errors name the file or binding that failed (a bad value: every such binding with its value)."""
     if not any(isinstance(f, _GinProbeNoise) for f in logging.getLogger().filters):
         logging.getLogger().addFilter(_GinProbeNoise())
     gin.clear_config()
@@ -69,6 +72,9 @@ def load_gin(config_files: Sequence[str], bindings: Sequence[str]) -> None:
         gin.finalize()
     except ValueError as err:  # e.g. "x.y set to `%gin.REQUIRED` but not subsequently overridden"
         raise ConfigError(f"gin config: {err}") from err
+    problems = binding_problems()  # types and ranges, before any configurable runs (training.bindings)
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 # gin raises this RuntimeError when a configurable is called with a gin.REQUIRED parameter left unbound.
@@ -97,6 +103,7 @@ INPUT_ERRORS = (
     SemanticIdsError,
     NonFiniteLossError,
     IntervalError,
+    RunFileError,
     FileNotFoundError,
 )
 

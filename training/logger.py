@@ -4,9 +4,11 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from tqdm.auto import tqdm
+
+from training.checkpoint import atomic_write
 
 
 class Logger(Protocol):
@@ -18,21 +20,30 @@ class Logger(Protocol):
 class JsonlLogger:
     """Appends every logged dict to `<run_dir>/metrics.jsonl` as one line with its step.
 
-    A run (re)started at `start_step` first drops the rows its checkpoint does not cover (see
-    `trim_jsonl`), so a resumed file has no duplicate or out-of-order steps and equals an uninterrupted one.
+    A run (re)started at `start_step` drops the rows its checkpoint does not cover (see `trim_jsonl`), so a
+    resumed file has no duplicate or out-of-order steps and equals an uninterrupted one. The file is
+    trimmed and opened only at the first `log` (or at `close`): a rerun that fails before logging (a
+    damaged best.pt in the final test, say) leaves the finished run's metrics.jsonl as it was.
     """
 
     def __init__(self, run_dir: Path, start_step: int = 0):
         self.path = Path(run_dir) / "metrics.jsonl"
-        trim_jsonl(self.path, start_step)
-        self.file = self.path.open("a", encoding="utf-8")
+        self.start_step = start_step
+        self.file: IO[str] | None = None
+
+    def _open(self) -> IO[str]:
+        if self.file is None:
+            trim_jsonl(self.path, self.start_step)
+            self.file = self.path.open("a", encoding="utf-8")
+        return self.file
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
-        self.file.flush()
+        file = self._open()
+        file.write(json.dumps({"step": step, **metrics}) + "\n")
+        file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        self._open().close()
 
 
 def trim_jsonl(path: Path, step: int) -> None:
@@ -52,9 +63,7 @@ def trim_jsonl(path: Path, step: int) -> None:
         kept.append(line if line.endswith("\n") else line + "\n")
         seen_step = seen_step or row_step == step
     if kept != lines:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write("".join(kept).encode("utf-8")))
 
 
 class WandbLogger:
@@ -116,7 +125,6 @@ def _wandb_id(run_dir: Path) -> str:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic JSON write."""
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    """Atomic JSON write (training.checkpoint.atomic_write: a failed write leaves the old file)."""
+    text = json.dumps(payload, indent=2, sort_keys=True)
+    atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))

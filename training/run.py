@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from accelerate.utils import get_int_from_env
 from tqdm.auto import tqdm
 
-from training.cli import operative_config
+from training.cli import ConfigError, operative_config
 from training.guards import check_finite
 
 
@@ -71,9 +71,11 @@ class BatchOrder:
 
     def __init__(self, n_examples: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         if n_examples < batch_size:
-            raise ValueError(f"batch_size {batch_size} exceeds the {n_examples} training examples")
+            raise ConfigError(f"batch_size {batch_size} exceeds the {n_examples} training examples: lower it")
         if batch_size % world:
-            raise ValueError(f"the global batch_size {batch_size} must be divisible by the {world} processes")
+            raise ConfigError(
+                f"the global batch_size {batch_size} must be divisible by the {world} processes"
+            )
         self.n, self.batch_size, self.seed, self.rank, self.world = n_examples, batch_size, seed, rank, world
         self.steps_per_epoch = n_examples // batch_size
         self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)

@@ -5,6 +5,8 @@ same command ends with the same metrics.json, metrics.jsonl and (stage 1) a byte
 as an uninterrupted run; two runs with the same seed agree byte for byte, another seed differs.
 """
 
+import errno
+import io
 import json
 import os
 import shutil
@@ -19,7 +21,8 @@ import torch
 import train_decoder
 import train_rqvae
 from modules.semantic_ids import SemanticIds
-from training.checkpoint import load_tensors
+from training.checkpoint import DamagedFileError, FallbackWarning, load_tensors, previous
+from training.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 RQVAE = ["configs/rqvae_debug.gin", "--gin", "train_rqvae.iterations = 40"]
@@ -112,7 +115,7 @@ def test_rqvae_killed_anywhere_resumes_to_the_uninterrupted_result(stage1):
     run = fresh(base)
     killed("write", 3, "train_rqvae.py", rqvae_args(run))  # torn write of the step-30 checkpoint
     assert load_tensors(run / "checkpoint.pt")["step"] == 20
-    with pytest.raises(RuntimeError, match="could not read checkpoint"):
+    with pytest.raises(DamagedFileError, match=r"could not read .*checkpoint\.pt\.tmp"):
         load_tensors(run / "checkpoint.pt.tmp")
     assert [row["step"] for row in log_rows(run)] == [10, 20, 30]  # row 30 is not covered by a checkpoint
     killed("log", 2, "train_rqvae.py", rqvae_args(run))  # resumed at 20; dies after row 40, before its ckpt
@@ -158,3 +161,63 @@ def test_decoder_killed_anywhere_resumes_to_the_uninterrupted_result(stage2):
     assert [row["step"] for row in log_rows(run)] == [10, 20, 30, 40, 40]  # the last: the final test row
     assert same_weights(run / "best.pt", ref / "best.pt")
     assert not list(run.glob("*.tmp"))
+
+
+def cut(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_damaged_latest_checkpoint_resumes_from_the_previous_one(stage2):
+    base, sem, ref = stage2
+    run = Path(shutil.copytree(ref, base / "fallback"))
+    assert load_tensors(previous(run / "checkpoint.pt"))["step"] == 30
+    cut(run / "checkpoint.pt")
+    with pytest.warns(
+        FallbackWarning, match=r"checkpoint\.pt: it is truncated .*checkpoint\.prev\.pt \(step 30\)"
+    ):
+        train_decoder.main(decoder_args(run, sem))
+    assert summary(run) == summary(ref)
+    assert log_rows(run) == log_rows(ref)  # steps 30..40 trained again, the same rows
+
+
+def test_failed_rerun_of_a_finished_run_leaves_its_files_as_they_were(stage2, capsys):
+    base, sem, ref = stage2
+    run = Path(shutil.copytree(ref, base / "damaged_best"))
+    cut(run / "best.pt")
+    before = {name: (run / name).read_bytes() for name in ("metrics.jsonl", "metrics.json")}
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train_decoder.main, decoder_args(run, sem))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert f"could not read {run / 'best.pt'}: it is truncated or damaged" in err
+    assert "restore it from a copy, or delete the run directory and train again" in err
+    assert {name: (run / name).read_bytes() for name in before} == before  # the test row is still there
+
+
+def test_disk_full_at_a_checkpoint_stops_cleanly_and_the_rerun_resumes_exactly(stage1, monkeypatch, capsys):
+    base, ref = stage1
+    run, real_save, writes = fresh(base), torch.save, []
+
+    def fills_the_disk(obj, f, *args, **kwargs):
+        if str(getattr(f, "name", "")).endswith("checkpoint.pt.tmp"):
+            writes.append(1)
+            if len(writes) == 2:  # the step-20 checkpoint: the disk fills up part way
+                buffer = io.BytesIO()
+                real_save(obj, buffer)
+                f.write(buffer.getvalue()[:1000])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", fills_the_disk)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train_rqvae.main, rqvae_args(run))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert f"could not write {run / 'checkpoint.pt'}: the disk is full" in err
+    assert not list(run.glob("*.tmp")) and load_tensors(run / "checkpoint.pt")["step"] == 10
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: the same command again
+    train_rqvae.main(rqvae_args(run))
+    resumed = moved(run, "after_disk_full")
+    assert (resumed / "semantic_ids.pt").read_bytes() == (ref / "semantic_ids.pt").read_bytes()
+    assert log_rows(resumed) == log_rows(ref)

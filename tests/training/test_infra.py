@@ -1,15 +1,25 @@
+import errno
+import io
 import json
 import math
+import os
+import re
 
 import gin
 import pytest
 import torch
 
+from modules.semantic_ids import SemanticIds
 from training.checkpoint import (
+    DamagedFileError,
+    FallbackWarning,
+    RunFileWriteError,
     UnsafeCheckpointError,
     atomic_save,
     load_checkpoint,
     load_tensors,
+    previous,
+    resume_from,
     save_checkpoint,
 )
 from training.cli import ConfigError, load_gin
@@ -137,18 +147,135 @@ class _CodeOnLoad:
 def test_checkpoint_with_pickled_object_is_refused(tmp_path):
     path = tmp_path / "c.pt"
     torch.save({"model": {}, "step": 1, "rng": {}, "extra": _CodeOnLoad()}, path)
-    with pytest.raises(UnsafeCheckpointError, match=r"c\.pt is not a tensors-only checkpoint.*_run_on_load"):
+    with pytest.raises(UnsafeCheckpointError, match=r"c\.pt is not a tensors-only file.*_run_on_load"):
         load_checkpoint(path, model=torch.nn.Linear(1, 1))
-    with pytest.raises(UnsafeCheckpointError, match="not a tensors-only checkpoint"):
+    with pytest.raises(UnsafeCheckpointError, match="not a tensors-only file"):
         load_tensors(path)
     assert not _UNPICKLED  # refused before any of it ran
 
 
-def test_corrupt_checkpoint_error_names_file(tmp_path):
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="bad.pt"):
-        load_checkpoint(bad, model=torch.nn.Linear(1, 1))
+class _ShellOnLoad:
+    """Unpickles as posix.system(...): a module torch's weights_only unpickler blocks by name."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "best.pt", "semantic_ids.pt"])
+def test_pickle_of_a_blocked_module_raises_the_projects_unsafe_error(tmp_path, name):
+    path, marker = tmp_path / name, tmp_path / "ran"
+    torch.save({"model": {}, "step": 1, "x": _ShellOnLoad(marker)}, path)
+    load = (lambda: SemanticIds.load(path)) if name == "semantic_ids.pt" else (lambda: load_tensors(path))
+    with pytest.raises(UnsafeCheckpointError, match=rf"{name} is not a tensors-only file: it pickles the "
+                       r"Python object posix\.system") as err:  # fmt: skip
+        load()
+    assert "Weights only load failed" not in str(err.value)  # the project's text, not torch's
+    assert not marker.exists()
+
+
+def cut(path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize(
+    "name, remedy",
+    [
+        ("checkpoint.pt", "delete it to start this run over"),
+        ("best.pt", "restore it from a copy, or delete the run directory and train again"),
+        ("semantic_ids.pt", r"rerun train_rqvae\.py \(stage 1\)"),
+        ("other.pt", "delete it and rerun the command that wrote it"),
+    ],
+)
+@pytest.mark.parametrize("keep", [0.5, 0.001, 0.0], ids=["half", "header", "empty"])
+def test_damaged_run_files_name_the_file_and_what_to_do(tmp_path, name, remedy, keep):
+    path = tmp_path / name
+    if name == "semantic_ids.pt":
+        SemanticIds.from_codes(torch.tensor([[0, 1], [1, 0]]), 4, ["a", "b"]).save(path)
+    else:
+        atomic_save({"model": {"w": torch.randn(64, 64)}, "step": 3}, path)
+    cut(path, keep)
+    load = (lambda: SemanticIds.load(path)) if name == "semantic_ids.pt" else (lambda: load_tensors(path))
+    with pytest.raises(DamagedFileError, match=rf"could not read {re.escape(str(path))}: .*; .*{remedy}"):
+        load()
+
+
+def save_step(path, step: int) -> None:
+    save_checkpoint(path, model=torch.nn.Linear(2, 2), optimizer=None, step=step, config="")
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    assert resume_from(ckpt) == ckpt  # nothing yet: a fresh start
+    save_step(ckpt, 10)
+    assert not previous(ckpt).exists()
+    save_step(ckpt, 20)
+    assert load_tensors(previous(ckpt))["step"] == 10 and load_tensors(ckpt)["step"] == 20
+    assert resume_from(ckpt) == ckpt
+    cut(ckpt)
+    with pytest.warns(
+        FallbackWarning, match=r"checkpoint\.pt: it is truncated .*previous checkpoint .*\(step 10\)"
+    ):
+        assert resume_from(ckpt) == previous(ckpt)
+    cut(previous(ckpt))
+    with pytest.raises(
+        DamagedFileError, match=r"no readable checkpoint\.prev\.pt to fall back to; delete it"
+    ):
+        resume_from(ckpt)
+
+
+def test_a_first_checkpoint_removes_a_stale_previous_one(tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    save_step(ckpt, 10)
+    save_step(ckpt, 20)
+    ckpt.unlink()  # the user starts the run over; checkpoint.prev.pt is left from the old run
+    save_step(ckpt, 5)
+    assert not previous(ckpt).exists()
+
+
+def test_disk_full_during_a_write_keeps_the_previous_file_and_no_temp_file(tmp_path, monkeypatch):
+    ckpt, summary = tmp_path / "checkpoint.pt", tmp_path / "metrics.json"
+    save_step(ckpt, 10)
+    save_step(ckpt, 20)
+    write_json(summary, {"a": 1})
+    real_save = torch.save
+
+    def disk_full(obj, f, *args, **kwargs):  # the disk fills up after the first 100 bytes
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        f.write(buffer.getvalue()[:100])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(
+        RunFileWriteError, match=r"could not write .*checkpoint\.pt: the disk is full \(.* MiB"
+    ):
+        save_step(ckpt, 30)
+    monkeypatch.setattr(os, "fsync", lambda fd: disk_full(None, io.BytesIO()))
+    with pytest.raises(
+        RunFileWriteError, match=r"metrics\.json: the disk is full .*still holds the previous"
+    ):
+        write_json(summary, {"a": 2})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint.prev.pt",
+        "checkpoint.pt",
+        "metrics.json",
+    ]
+    assert load_tensors(ckpt)["step"] == 20 and load_tensors(previous(ckpt))["step"] == 10
+    assert json.loads(summary.read_text()) == {"a": 1}
+
+
+def test_jsonl_logger_trims_only_when_it_writes(tmp_path):
+    rows = "".join(json.dumps({"step": s, "a": 1.0}) + "\n" for s in (10, 20, 20))
+    (tmp_path / "metrics.jsonl").write_text(rows)
+    JsonlLogger(tmp_path, start_step=10)  # a rerun that fails before it logs anything
+    assert (tmp_path / "metrics.jsonl").read_text() == rows
+    JsonlLogger(tmp_path, start_step=10).close()
+    assert (tmp_path / "metrics.jsonl").read_text() == rows.splitlines(keepends=True)[0]
 
 
 @gin.configurable
