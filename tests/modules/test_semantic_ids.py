@@ -10,6 +10,7 @@ from modules.semantic_ids import (
     lookup_items,
     tuple_keys,
 )
+from training.checkpoint import DamagedFileError, RunFileWriteError
 
 K = 8
 
@@ -71,7 +72,7 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(RunFileWriteError, match=r"could not write .*semantic_ids\.pt: OSError: disk full"):
         _artifact(9).save(path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["semantic_ids.pt"]
@@ -84,7 +85,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match="not a semantic-ID artifact"):
         SemanticIds.load(tmp_path / "other.pt")
     (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="not a readable"):
+    with pytest.raises(DamagedFileError, match=r"could not read .*garbage\.pt: it is damaged"):
         SemanticIds.load(tmp_path / "garbage.pt")
 
 
