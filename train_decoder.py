@@ -140,23 +140,26 @@ def validate(retrieval, valid, model, finalists: Finalists, step: int, best: flo
 
 
 def select_best(run: Path, model, finalists: Finalists, retrieval, full_valid, select_metric, accelerator,
-                sampled: bool = True):  # fmt: skip
+                sampled: bool = True, trained: bool = True):  # fmt: skip
     """Re-scores every finalist on the full validation split (only the best one when validation already
-    used the whole split); the winner's weights become best.pt.
-    -> summary entries: the winner's full-split validation metrics (with SEs), its step, every finalist's."""
+    used the whole split); the winner's weights become best.pt, which records the selection.
+    -> summary entries: the winner's full-split validation metrics (with SEs), its step, every finalist's.
+    A rerun that trained no step (`trained` False) reuses the selection recorded in best.pt."""
     accelerator.wait_for_everyone()  # every finalist file is complete before any process reads it
-    if not finalists.entries and (run / "best.pt").exists():
-        return {}  # a run finished before finalists existed: its best.pt stands
+    best_file = run / "best.pt"
+    if best_file.exists() and (not trained or not finalists.entries):
+        return dict(load_tensors(best_file).get("selection", {}))  # a damaged best.pt is named here
     step, scores, by_step = finalists.rescore(
         model.load_state_dict,
         lambda: renamed(retrieval(full_valid), "valid_full"),
         f"valid_full/{select_metric}",
         top=None if sampled else 1,
     )
+    selection = {**scores, "selected_step": step, "finalist_scores": {str(s): v for s, v in by_step.items()}}
     if accelerator.is_main_process:
-        atomic_save(load_tensors(finalists.path(step)), run / "best.pt")  # {model, step, score}
+        atomic_save({**load_tensors(finalists.path(step)), "selection": selection}, best_file)
     tqdm.write(f"best.pt: step {step} (full validation {select_metric} by finalist: {by_step})")
-    return {**scores, "selected_step": step, "finalist_scores": {str(s): v for s, v in by_step.items()}}
+    return selection
 
 
 @gin.configurable("train_decoder")
@@ -236,10 +239,15 @@ def train(
             save_state(run, plain, optimizer, scheduler, done, config, best, sem, chosen, wall)
     full_valid = eval_loader(dataset, "valid", eval_batch_size, None, *shard_of)
     sampled = len(valid.dataset) < len(full_valid.dataset)  # (per process) a sample, not the whole split
-    summary = select_best(run, plain, chosen, retrieval, full_valid, select_metric, accelerator, sampled)
+    trained = start < iterations
+    summary = select_best(
+        run, plain, chosen, retrieval, full_valid, select_metric, accelerator, sampled, trained
+    )
     test = eval_loader(dataset, "test", eval_batch_size, None, *shard_of)
     summary.update(final_test(run, plain, dataset, retrieval, test, accelerator))
-    summary.update({"iterations": iterations, "best_valid": best, "commit": commit, "train_wall_s": wall})
+    summary.update(
+        {"iterations": iterations, "best_valid": best, "commit": commit}
+    )  # no timings: reruns match
     summary["examples"] = iterations * batch_size
     return finish(summary, run, logger, accelerator)
 

@@ -50,6 +50,14 @@ def run_stage(script: str, configs: list[str], bindings: list[str], out_dir: str
     return json.loads((Path(out_dir) / "metrics.json").read_text())
 
 
+def last_value(run_dir: str, key: str) -> float | None:
+    """The last logged value of `key` in <run_dir>/metrics.jsonl (None if never logged)."""
+    values = [
+        json.loads(line).get(key) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    ]
+    return next((v for v in reversed(values) if v is not None), None)
+
+
 def start_step(run_dir: str) -> int:
     """The step a stage resumes from: its checkpoint's, or 0 for a fresh run."""
     ckpt = Path(run_dir) / "checkpoint.pt"
@@ -100,7 +108,7 @@ def main(argv=None) -> dict:
         "budget": {"rqvae_steps": args.rqvae_steps, "decoder_steps": args.decoder_steps},
         "metrics": {k: v for k, v in dec.items() if k.startswith(("test/", "pop/", "valid_full/"))},
         "selected_step": dec.get("selected_step"), "examples": dec.get("examples"),
-        "train_wall_s": dec.get("train_wall_s"),
+        "train_wall_s": last_value(dec_dir, "perf/train_wall_s"),
         "rqvae": {k: v for k, v in rq.items() if k.startswith("rqvae/")},
         "best_valid": dec.get("best_valid"), "wall_s": {"rqvae": t1 - t0, "decoder": t2 - t1},
         "decoder_resumed": dec_start > 0,  # wall_s["decoder"] covers steps decoder_start_step..decoder_steps
