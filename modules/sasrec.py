@@ -97,10 +97,13 @@ class Block(nn.Module):
 @gin.configurable(denylist=["n_items"])
 class SasRec(nn.Module):
     """n_items I (from the dataset); defaults: the SASRec paper's Beauty settings (d 50, 2 blocks, 1 head,
-    dropout 0.5, T = 50, BCE with one negative)."""
+    dropout 0.5, T = 50, BCE with one negative). init_std: item and position embeddings start N(0, init_std²);
+    torch's N(0, 1) makes the tied logits ≈ √d large and training stalls (Beauty, full-softmax CE, 600 steps:
+    valid R@10 0.0147 with N(0, 1) against 0.0575 with init_std 0.05, measured 2026-12-02)."""
 
     def __init__(self, n_items: int, d_model: int = 50, n_layers: int = 2, n_heads: int = 1,
-                 dropout: float = 0.5, max_len: int = 50, loss: str = "bce") -> None:  # fmt: skip
+                 dropout: float = 0.5, max_len: int = 50, loss: str = "bce",
+                 init_std: float = 0.05) -> None:  # fmt: skip
         super().__init__()
         if loss not in ("bce", "ce"):
             raise ValueError(f'SasRec.loss must be "bce" or "ce", got {loss!r}')
@@ -110,6 +113,10 @@ class SasRec(nn.Module):
         self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
+        for table in (self.item, self.position):
+            nn.init.normal_(table.weight, std=init_std)
+        with torch.no_grad():
+            self.item.weight[n_items].zero_()  # the padding row
 
     def hidden(self, items: torch.Tensor) -> torch.Tensor:
         """items: [B, T] int64 right-aligned, -1 = padding, T ≤ max_len -> [B, T, D] (padded positions

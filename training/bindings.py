@@ -72,7 +72,7 @@ RANGES: dict[str, Bound] = {
     **dict.fromkeys(("dropout", "attn_dropout", "label_smoothing"), FRACTION),
     "n_layers": AT_LEAST_1,
     **dict.fromkeys(("beta", "tol"), NON_NEGATIVE),
-    **dict.fromkeys(("gumbel_temperature", "eps"), POSITIVE),
+    **dict.fromkeys(("gumbel_temperature", "eps", "init_std"), POSITIVE),
     # data
     **dict.fromkeys(("n_items", "n_users", "min_len", "max_len", "n_categories"), AT_LEAST_1),
     **dict.fromkeys(("p_next", "p_stay"), PROBABILITY),

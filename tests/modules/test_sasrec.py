@@ -87,3 +87,9 @@ def test_trimmed_padding_gives_the_same_outputs():
     assert trimmed.shape == (2, 4)
     assert_close(model.hidden(trimmed), model.hidden(items)[:, 2:])
     assert_close(model.scores(trimmed), model.scores(items))
+
+
+def test_embeddings_start_small_and_padding_row_is_zero():
+    model = SasRec(n_items=500, d_model=32, init_std=0.05)
+    assert abs(float(model.item.weight[:500].std()) - 0.05) < 0.005
+    assert (model.item.weight[500] == 0).all()
