@@ -245,10 +245,9 @@ def train(
     )
     test = eval_loader(dataset, "test", eval_batch_size, None, *shard_of)
     summary.update(final_test(run, plain, dataset, retrieval, test, accelerator))
-    summary.update(
-        {"iterations": iterations, "best_valid": best, "commit": commit}
-    )  # no timings: reruns match
-    summary["examples"] = iterations * batch_size
+    # no timings in the summary, so a rerun of a finished run writes the same metrics.json
+    summary.update({"iterations": iterations, "examples": iterations * batch_size, "best_valid": best})
+    summary["commit"] = commit
     return finish(summary, run, logger, accelerator)
 
 
@@ -290,7 +289,7 @@ def final_test(run: Path, model, dataset, retrieval, test: DataLoader, accelerat
     best = run / "best.pt"
     if best.exists():
         model.load_state_dict(load_tensors(best)["model"])
-    scores = {f"test/{k.split('/', 1)[1]}": v for k, v in retrieval(test).items()}
+    scores = renamed(retrieval(test), "test")
     data = test.dataset.dataset if isinstance(test.dataset, torch.utils.data.Subset) else test.dataset
     targets = torch.from_numpy(data.targets())  # [U] the whole split, without collating it a second time
     pop = popularity_baseline(popularity(dataset, "test"), targets)

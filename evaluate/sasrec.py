@@ -22,7 +22,7 @@ import torch
 
 from data.processed import popularity
 from data.registry import build_dataset
-from evaluate.metrics import hit_rank, ranking_metrics, second_moments, with_standard_errors
+from evaluate.metrics import KS, hit_rank, ranking_metrics, second_moments, with_standard_errors
 from evaluate.popularity import popularity_baseline
 from modules.sasrec import SasRec, Windows, windows
 from training.checkpoint import atomic_save, load_checkpoint, load_tensors, save_checkpoint
@@ -30,8 +30,6 @@ from training.cli import load_gin, parse_args, run_cli
 from training.guards import check_finite
 from training.logger import make_logger, write_json
 from training.run import BatchOrder, adamw, git_commit, machine, progress, run_dir, write_config
-
-KS = (1, 5, 10)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
