@@ -5,7 +5,11 @@ Leave-one-out per user with L items (positions 0..L-1, oldest first):
     train targets = positions 1..L-3 ("sliding": one example per position, its prefix as history)
                     or only position L-3 ("last": one example per user, dropped when L-3 < 1);
                     "subsequence": the sliding examples, each history cut at training time to a random
-                    contiguous run of its newest items (random_suffix; GRID's random sub-sequences).
+                    contiguous run of its newest items (random_suffix; GRID's random sub-sequences);
+                    "windows": one example per non-overlapping window of max_items + 1 items, the last
+                    ending at position L-3 (targets L-3, L-3-max_items, ... >= 1); a model that predicts
+                    every item of its input (modules/decoder_only.py, every_target) then trains each of
+                    positions 1..L-3 exactly once per epoch.
     The history of a target at position t is seq[max(0, t - max_items) : t]: the most recent `max_items`
     items before it, never the target itself, never anything after it.
 Users with fewer than MIN_ITEMS = 3 items have no valid history and are skipped in every split (their items
@@ -27,7 +31,7 @@ from data.embed import item_embeddings
 from data.schema import MIN_ITEMS, DataFormatError, DataWarning, RawDataset
 
 SPLITS = ("train", "valid", "test")
-TRAIN_EXAMPLES = ("sliding", "last", "subsequence")
+TRAIN_EXAMPLES = ("sliding", "last", "subsequence", "windows")
 
 
 class Examples(NamedTuple):
@@ -54,8 +58,11 @@ class ItemData(NamedTuple):
     item_keys: list[str]
 
 
-def split_examples(lengths: np.ndarray, split: str, train_examples: str = "sliding") -> Examples:
-    """Which (user row, target position) pairs form `split`, for sequence lengths [U] (module docstring)."""
+def split_examples(
+    lengths: np.ndarray, split: str, train_examples: str = "sliding", max_items: int | None = None
+) -> Examples:
+    """Which (user row, target position) pairs form `split`, for sequence lengths [U] (module docstring).
+    max_items: the window of "windows" (required there, unused otherwise)."""
     if split not in SPLITS or train_examples not in TRAIN_EXAMPLES:
         raise ValueError(f"split must be in {SPLITS} and train_examples in {TRAIN_EXAMPLES}")
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -66,9 +73,21 @@ def split_examples(lengths: np.ndarray, split: str, train_examples: str = "slidi
         keep = ends >= 1
         return Examples(kept[keep], ends[keep])
     counts = lengths[kept] - 3  # positions 1..L-3
+    if train_examples == "windows":
+        return window_examples(kept, counts, max_items)
     rows = np.repeat(kept, counts)
     first = np.repeat(np.cumsum(counts) - counts, counts)
     return Examples(rows, np.arange(len(rows), dtype=np.int64) - first + 1)
+
+
+def window_examples(rows: np.ndarray, last: np.ndarray, max_items: int | None) -> Examples:
+    """One example per window: targets last, last - max_items, ... >= 1 of each row (last [U] >= 0)."""
+    if not max_items or max_items < 1:
+        raise ValueError(f'train_examples = "windows" needs max_items >= 1, got {max_items}')
+    counts = -(-last // max_items)  # ceil(last / max_items) windows per row
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    index = np.arange(counts.sum(), dtype=np.int64) - first  # 0, 1, ... within each row
+    return Examples(np.repeat(rows, counts), np.repeat(last, counts) - index * max_items)
 
 
 def visible_mask(lengths: np.ndarray, split: str) -> np.ndarray:
@@ -139,7 +158,7 @@ class SeqData(Dataset):
             message = f"{dataset.name}: skipped {self.skipped_users} users with < {MIN_ITEMS} items"
             warnings.warn(message, DataWarning, 2)
         self.split, self.max_items, self.train_examples = split, max_items, train_examples
-        self.examples = split_examples(lengths, split, train_examples)
+        self.examples = split_examples(lengths, split, train_examples, max_items)
         if len(self.examples.rows) == 0:
             need = MIN_ITEMS + 1 if split == "train" else MIN_ITEMS
             raise DataFormatError(

@@ -120,3 +120,21 @@ def test_subsequence_examples_are_the_sliding_examples():
     sub = split_examples(lengths, "train", "subsequence")
     np.testing.assert_array_equal(sub.rows, sliding.rows)
     np.testing.assert_array_equal(sub.ends, sliding.ends)
+
+
+@pytest.mark.parametrize("max_items", [1, 2, 3, 20])
+def test_windows_cover_every_training_target_exactly_once(max_items):
+    """A window ending at target e predicts positions max(0, e - max_items) + 1 .. e (every item after its
+    first); over a user's windows these are positions 1..L-3, each once."""
+    lengths = np.array([2, 3, 4, 5, 9, 12, 25])
+    examples = split_examples(lengths, "train", "windows", max_items)
+    covered = {row: [] for row in range(len(lengths))}
+    for row, end in zip(examples.rows.tolist(), examples.ends.tolist()):
+        covered[row] += list(range(max(0, end - max_items) + 1, end + 1))
+    for row, length in enumerate(lengths.tolist()):
+        assert sorted(covered[row]) == list(range(1, max(length - 2, 1)))
+
+
+def test_windows_need_max_items():
+    with pytest.raises(ValueError, match="windows"):
+        split_examples(np.array([5]), "train", "windows")
