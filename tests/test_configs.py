@@ -13,6 +13,7 @@ from modules.model import RetrievalModel
 from modules.rq_kmeans import RqKMeans
 from modules.rqvae import RqVae
 from modules.sasrec import SasRec
+from training.bindings import resolve_macros
 from training.cli import load_gin
 
 CONFIGS = sorted(str(p) for p in Path("configs").glob("*.gin"))
@@ -51,7 +52,8 @@ def test_config_parses_and_builds(config):
         assert gin.query_parameter("train_sasrec.out_dir")
         assert sum(p.numel() for p in SasRec(n_items=10).parameters()) > 0
     else:
-        assert gin.query_parameter("train_decoder.semantic_ids").endswith("semantic_ids.pt")
+        artifact = resolve_macros(gin.query_parameter("train_decoder.semantic_ids"))  # %SEMANTIC_IDS
+        assert artifact.endswith("semantic_ids.pt")
         model = RetrievalModel(
             codebook_size=8, n_levels=4, max_items=gin.query_parameter("SeqData.max_items")
         )
@@ -120,3 +122,26 @@ def test_model_and_training_pieces_are_leaves_with_a_header(piece):
     assert not [k for k in keys if k.endswith(".out_dir") or k.split(".")[0] in {"build_dataset", "SeqData"}]
     if piece.parent.name == "model":
         assert {k.split(".")[0] for k in keys} <= {"RqVae", "Quantize", "RetrievalModel", "SasRec"}
+
+
+def binding(f: Path, key: str) -> list[Path]:
+    """[f] for each line of f that binds `key` (comments and other keys ignored)."""
+    return [f for line in f.read_text().splitlines() if line.split("=")[0].strip() == key]
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if Path(c).name.startswith("decoder_")])
+def test_stage1_artifact_is_one_macro_bound_once_per_dataset(config):
+    """train_decoder.semantic_ids is bound in one place, train/decoder.gin, to %SEMANTIC_IDS; each dataset
+    binds SEMANTIC_IDS once (its paper variant includes the file that does), to the semantic_ids.pt that its
+    rqvae_ config writes."""
+    files = [Path(config), *included(Path(config))]
+    binds = [found for f in files for found in binding(f, "SEMANTIC_IDS")]
+    assert len(binds) == 1
+    assert {found for f in files for found in binding(f, "train_decoder.semantic_ids")} == {
+        Path("configs/train/decoder.gin")
+    }
+    load_gin([config], [])
+    artifact = resolve_macros(gin.query_parameter("train_decoder.semantic_ids"))
+    rqvae = Path("configs") / binds[0].name.replace("decoder_", "rqvae_")
+    load_gin([str(rqvae)], [])
+    assert artifact == gin.query_parameter("train_rqvae.out_dir") + "/semantic_ids.pt"
