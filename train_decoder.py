@@ -1,6 +1,6 @@
 """Stage 2: semantic_ids.pt + user histories -> encoder-decoder retrieval model -> Recall@K / NDCG@K.
 
-    python train_decoder.py configs/decoder_amazon.gin [--gin "train.iterations = 1000"]
+    python train_decoder.py configs/decoder_amazon.gin [--gin "train_decoder.iterations = 1000"]
 
 Validation recall (constrained beam search) selects the best checkpoint; test metrics come from it.
 Writes out/<stage>/<dataset>/<run>/: config.gin, checkpoint.pt, best.pt, metrics.jsonl, metrics.json.

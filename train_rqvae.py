@@ -1,6 +1,6 @@
 """Stage 1: item text embeddings -> RQ-VAE (or RQ-KMeans) -> semantic_ids.pt.
 
-    python train_rqvae.py configs/rqvae_amazon.gin [--gin "train.iterations = 1000"]
+    python train_rqvae.py configs/rqvae_amazon.gin [--gin "train_rqvae.iterations = 1000"]
 
 Writes out/<stage>/<dataset>/<run>/: config.gin, checkpoint.pt, metrics.jsonl, metrics.json, semantic_ids.pt.
 Re-running the same command resumes from checkpoint.pt.

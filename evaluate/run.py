@@ -20,6 +20,7 @@ from data.processed import popularity
 from evaluate.metrics import KS
 from evaluate.retrieval import evaluate_retrieval, popularity_baseline
 from modules.prefix_trie import PrefixTrie
+from training.bindings import resolve_macros
 from training.checkpoint import load_tensors
 from training.cli import load_gin, run_cli
 from training.logger import write_json
@@ -44,7 +45,8 @@ def load_run(run: Path, bindings: Sequence[str]):
         if not (run / needed).exists():
             raise FileNotFoundError(f"{run / needed} not found: is {run} a finished train_decoder.py run?")
     load_gin([str(run / "config.gin")], bindings)
-    dataset, sem, train_data = train_decoder.load_data(gin.query_parameter("train_decoder.semantic_ids"))
+    semantic_ids = resolve_macros(gin.query_parameter("train_decoder.semantic_ids"))  # %SEMANTIC_IDS
+    dataset, sem, train_data = train_decoder.load_data(semantic_ids)
     model = train_decoder.make_model(sem, train_data.max_items)
     model.load_state_dict(load_tensors(run / "best.pt")["model"])
     return dataset, sem, model.eval()

@@ -1,5 +1,6 @@
 """Every config parses with both entry scripts' configurables registered, and its models build."""
 
+import re
 from pathlib import Path
 
 import gin
@@ -12,9 +13,20 @@ from modules.model import RetrievalModel
 from modules.rq_kmeans import RqKMeans
 from modules.rqvae import RqVae
 from modules.sasrec import SasRec
+from training.bindings import resolve_macros
 from training.cli import load_gin
 
 CONFIGS = sorted(str(p) for p in Path("configs").glob("*.gin"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_search_path():
+    """load_gin adds each config's folder to gin's include search path, which outlives the call; start every
+    test from a fresh process's path so an include only resolves the way a real run resolves it."""
+    saved = list(gin.config._LOCATION_PREFIXES)
+    gin.config._LOCATION_PREFIXES[:] = [""]
+    yield
+    gin.config._LOCATION_PREFIXES[:] = saved
 
 
 def test_every_stage_has_configs():
@@ -40,7 +52,8 @@ def test_config_parses_and_builds(config):
         assert gin.query_parameter("train_sasrec.out_dir")
         assert sum(p.numel() for p in SasRec(n_items=10).parameters()) > 0
     else:
-        assert gin.query_parameter("train_decoder.semantic_ids").endswith("semantic_ids.pt")
+        artifact = resolve_macros(gin.query_parameter("train_decoder.semantic_ids"))  # %SEMANTIC_IDS
+        assert artifact.endswith("semantic_ids.pt")
         model = RetrievalModel(
             codebook_size=8, n_levels=4, max_items=gin.query_parameter("SeqData.max_items")
         )
@@ -71,3 +84,64 @@ def test_recipe_composes_with_the_paper_model_at_the_study_budget(recipe):
         assert gin.query_parameter("warmup_cosine.total_steps") == steps
     model = RetrievalModel(codebook_size=8, n_levels=4, max_items=gin.query_parameter("SeqData.max_items"))
     assert model.label_smoothing == (0.1 if "smoothing" in recipe else 0.0)
+
+
+INCLUDE = re.compile(r"^include '([^']+)'", re.MULTILINE)
+
+
+def included(config: Path) -> list[Path]:
+    """Every file `config` includes, recursively, resolved as training.cli.load_gin resolves them when the
+    top-level file lives in configs/ (include paths are relative to configs/, or to the including file's
+    folder for the recipes' sibling includes)."""
+    found = []
+    for name in INCLUDE.findall(config.read_text()):
+        path = next(p for p in (config.parent / name, Path("configs") / name) if p.is_file())
+        found += [path, *included(path)]
+    return found
+
+
+DATASET_OF = {"amazon": "amazon_beauty", "toys": "amazon_toys", "sports": "amazon_sports", "ml1m": "ml1m",
+              "ml32m": "ml32m", "demo": "synthetic_demo", "debug": "synthetic_tiny"}  # fmt: skip
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_config_reads_the_dataset_its_name_says(config):
+    """An entry file composes one dataset file, the one its name names (no Beauty file under a Toys run)."""
+    datasets = {p.stem for p in included(Path(config)) if p.parent.name == "data"}
+    word = Path(config).stem.split("_")[1]  # rqvae_toys_paper -> toys
+    assert datasets == {DATASET_OF[word]}
+
+
+@pytest.mark.parametrize("piece", sorted(Path("configs").glob("[mt]*/*.gin")))
+def test_model_and_training_pieces_are_leaves_with_a_header(piece):
+    """configs/model and configs/train hold one concern each: no includes, no dataset, no run directory."""
+    text = piece.read_text()
+    assert text.startswith("# ") and "Command:" in text and "Validated:" in text
+    assert not INCLUDE.search(text)
+    keys = [line.split("=")[0].strip() for line in text.splitlines() if line and not line.startswith("#")]
+    assert not [k for k in keys if k.endswith(".out_dir") or k.split(".")[0] in {"build_dataset", "SeqData"}]
+    if piece.parent.name == "model":
+        assert {k.split(".")[0] for k in keys} <= {"RqVae", "Quantize", "RetrievalModel", "SasRec"}
+
+
+def binding(f: Path, key: str) -> list[Path]:
+    """[f] for each line of f that binds `key` (comments and other keys ignored)."""
+    return [f for line in f.read_text().splitlines() if line.split("=")[0].strip() == key]
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if Path(c).name.startswith("decoder_")])
+def test_stage1_artifact_is_one_macro_bound_once_per_dataset(config):
+    """train_decoder.semantic_ids is bound in one place, train/decoder.gin, to %SEMANTIC_IDS; each dataset
+    binds SEMANTIC_IDS once (its paper variant includes the file that does), to the semantic_ids.pt that its
+    rqvae_ config writes."""
+    files = [Path(config), *included(Path(config))]
+    binds = [found for f in files for found in binding(f, "SEMANTIC_IDS")]
+    assert len(binds) == 1
+    assert {found for f in files for found in binding(f, "train_decoder.semantic_ids")} == {
+        Path("configs/train/decoder.gin")
+    }
+    load_gin([config], [])
+    artifact = resolve_macros(gin.query_parameter("train_decoder.semantic_ids"))
+    rqvae = Path("configs") / binds[0].name.replace("decoder_", "rqvae_")
+    load_gin([str(rqvae)], [])
+    assert artifact == gin.query_parameter("train_rqvae.out_dir") + "/semantic_ids.pt"

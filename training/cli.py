@@ -35,7 +35,7 @@ def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespa
         action="append",
         default=[],
         metavar="BINDING",
-        help='extra binding, e.g. --gin "train.iterations = 10"',
+        help='extra binding, e.g. --gin "adamw.lr = 0.001"',
     )
     return parser.parse_args(argv)
 
