@@ -14,29 +14,21 @@ import gin
 import torch
 from tqdm.auto import tqdm
 
+from data.artifact import SemanticIds
 from data.embed import item_embeddings
+from data.files import load_tensors, write_json
 from data.registry import build_dataset
 from modules.rq_kmeans import RqKMeans
 from modules.rqvae import RqVae
 from modules.rqvae_metrics import codes_summary
-from modules.semantic_ids import SemanticIds, append_collision_code
-from training.checkpoint import load_checkpoint, load_tensors, resume_from, save_checkpoint
+from modules.semantic_ids import append_collision_code
+from training.checkpoint import load_checkpoint, resume_from, save_checkpoint
 from training.cli import ConfigError, load_gin, parse_args, run_cli
+from training.distributed import cross_process, make_accelerator
 from training.guards import check_intervals
-from training.logger import make_logger, write_json
-from training.run import (
-    BatchOrder,
-    MetricSums,
-    adamw,
-    cross_process,
-    git_commit,
-    interval_metrics,
-    machine,
-    make_accelerator,
-    progress,
-    run_dir,
-    write_config,
-)
+from training.logger import make_logger
+from training.loop import BatchOrder, MetricSums, adamw, interval_metrics, optimizer_step, progress
+from training.provenance import git_commit, machine, run_dir, write_config
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -63,11 +55,7 @@ def kmeans_sample(train_idx: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 
 
 def train_step(model, optimizer, x: torch.Tensor, accelerator) -> dict[str, torch.Tensor]:
-    with accelerator.autocast():
-        out = model(x)
-    accelerator.backward(out.loss)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    out = optimizer_step(model, optimizer, None, x, accelerator)
     # No per-batch p_unique_ids: torch.unique would sync with the host every step; evaluate() reports it
     # over all items.
     return {"train/loss": out.loss, "rqvae/recon_loss": out.recon_loss, "rqvae/commit_loss": out.quant_loss}

@@ -24,14 +24,16 @@ import time
 
 import torch
 
-from bench.hardware import count_flops, machine_line, probe, share
+from bench.hardware import CpuAccelerator, count_flops, machine_line, probe, share
 from data.amazon import load_amazon
+from data.artifact import SemanticIds
 from data.processed import SeqData
 from evaluate.retrieval import evaluate_retrieval
 from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
-from modules.semantic_ids import SemanticIds, append_collision_code
+from modules.semantic_ids import append_collision_code
 from modules.tokens import tokenize
+from training.retriever import train_step
 
 REFERENCE = dict(embed_dim=128, d_model=512, n_heads=8, n_encoder_layers=4, n_decoder_layers=4, ffn_dim=1024,
                  dropout=0.15, user_buckets=2000)  # fmt: skip
@@ -77,12 +79,7 @@ def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4) ->
     model.train()
 
     def step(batch):
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with ctx:
-            loss = model(batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, optimizer, None, batch, CpuAccelerator(bf16))  # train_decoder.py's step
 
     flops = count_flops(lambda: step(batches[0]))  # also the warm-up
     rates = []

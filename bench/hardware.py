@@ -7,10 +7,12 @@ Every speed benchmark prints `machine_line()` and the GEMM probe beside its own 
 always read against what the same machine did in the same run.
 """
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -21,6 +23,20 @@ ISA_FLAGS = [  # (label, every /proc/cpuinfo flag it needs), most capable first
     ("AVX-512", ("avx512f",)),
     ("AVX2", ("avx2",)),
 ]
+
+
+class CpuAccelerator(NamedTuple):
+    """What the scripts' train steps (training.loop.optimizer_step) use of an Accelerator, for one process on
+    the CPU: `autocast()` to bf16 when `bf16` (else none) and a plain `backward`. Unlike an Accelerator, one
+    process may hold several with different precisions."""
+
+    bf16: bool = False
+
+    def autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
 
 
 def cpu_flags(cpuinfo: str | None = None) -> tuple[str, set[str]]:

@@ -18,9 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from training.checkpoint import load_tensors
-from training.logger import write_json
-from training.run import git_commit, machine
+from data.files import load_tensors, write_json
+from training.provenance import git_commit, machine
 
 DATASETS = {  # name -> (stage-1 config, stage-2 config, root binding)
     "beauty": ("configs/rqvae_amazon.gin", "configs/decoder_amazon.gin", "load_amazon.root"),

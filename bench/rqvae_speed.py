@@ -3,19 +3,20 @@ rotation trick), on random unit-norm embeddings. Prints steps/s (median of timed
 
     python -m bench.rqvae_speed [--modes eager eager-bf16 compile compile-bf16] [--steps 300]
 
-Each mode runs the same train_step as train_rqvae.py (Accelerate autocast, AdamW) on a fresh model.
+Each mode runs train_rqvae.py's optimizer step (training.loop.optimizer_step, AdamW) on a fresh model.
 """
 
 import argparse
-import contextlib
 import resource
 import statistics
 import time
 
 import torch
 
+from bench.hardware import CpuAccelerator
 from modules.rqvae import RqVae
-from training.run import machine
+from training.loop import optimizer_step
+from training.provenance import machine
 
 
 def make_step(mode: str, batch_size: int, dim: int, fused: bool):
@@ -29,13 +30,7 @@ def make_step(mode: str, batch_size: int, dim: int, fused: bool):
 
     def step(i: int) -> torch.Tensor:
         x = data[(i * batch_size) % 11_500 :][:batch_size]
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with ctx:
-            out = forward(x)
-        out.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return out.loss.detach()
+        return optimizer_step(forward, optimizer, None, x, CpuAccelerator(bf16)).loss.detach()
 
     return step
 

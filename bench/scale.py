@@ -19,7 +19,6 @@ random codes (K = 256, C = 4: speed does not depend on them), gin-bound AdamW, m
 """
 
 import argparse
-import contextlib
 import os
 import resource
 import statistics
@@ -52,7 +51,7 @@ def environment() -> str:
     import polars as pl
     import torch
 
-    from training.run import machine
+    from training.provenance import machine
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
@@ -136,14 +135,15 @@ def measure_train(root: str, mode: str, steps: int, batch_size: int | None, seed
     import gin
     import torch
 
-    import train_decoder  # noqa: F401  (registers the configurables decoder_ml32m.gin binds)
+    from bench.hardware import CpuAccelerator
     from data.movielens import load_movielens
     from data.processed import SeqData
     from modules.model import RetrievalModel
     from modules.semantic_ids import append_collision_code
     from modules.tokens import tokenize
     from training.cli import load_gin
-    from training.run import adamw
+    from training.loop import adamw
+    from training.retriever import train_step  # registers train_decoder, which decoder_ml32m.gin binds
 
     load_gin(["configs/decoder_ml32m.gin"], [])
     dataset = load_movielens(root, "ml-32m")
@@ -159,11 +159,7 @@ def measure_train(root: str, mode: str, steps: int, batch_size: int | None, seed
     start_mb, times = rss_mb(), []
     for batch in batches:  # the first step is the warm-up
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext():
-            loss = model(batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, optimizer, None, batch, CpuAccelerator(mode == "bf16"))  # train_decoder.py's step
         times.append(time.perf_counter() - t0)
     return {
         "batch": batch_size,

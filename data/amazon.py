@@ -21,8 +21,7 @@ unless `load_amazon.allow_missing_metadata = True`.
 
 import ast
 import json
-import os
-import tempfile
+import shutil
 import urllib.request
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import gin
 import numpy as np
 
+from data.files import atomic_write
 from data.schema import DataFormatError, DataWarning, RawDataset, check_dataset, shown
 from data.text import amazon_item_text
 from data.textio import numbered_lines, read_sequence_file, read_text
@@ -134,18 +134,9 @@ def number_reviews(reviews: list[tuple[str, str, int]]) -> tuple[list[np.ndarray
 
 
 def download_file(url: str, dest: Path) -> Path:
-    """Streams `url` to `dest` atomically (temp file in the same folder, then os.replace)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Streams `url` to `dest` atomically (data.files.atomic_write, with a temp file of its own)."""
+    with urllib.request.urlopen(url, timeout=60) as response:
+        atomic_write(dest, lambda out: shutil.copyfileobj(response, out, 1 << 20), shared=True)
     return dest
 
 

@@ -7,7 +7,7 @@ Models: any sentence-transformers name or local path, plus two names that resolv
 The "sentence-transformers/" prefix is optional for both.
 Cache: <cache_dir>/embeddings/<model slug>-<first 16 hex of key>.pt, key = sha256 over the model identity and
 every text (length-prefixed): any change to the model or to one text is a miss. A hit never loads the model.
-Files are written atomically (temp file + os.replace). cache_dir: argument, else $TIGER_CACHE_DIR, else
+Files are written atomically (data.files.atomic_save). cache_dir: argument, else $TIGER_CACHE_DIR, else
 <repo>/cache.
 A cache file is never used unchecked: one that is unreadable, carries another key (another model or other
 texts), another item count, another dimension (the file's own record, or the known E of mpnet / MiniLM) or
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data.files import atomic_save
 from data.schema import DataWarning, RawDataset
 
 MPNET = "all-mpnet-base-v2"
@@ -171,20 +172,6 @@ def encode(encoder: Any, texts: Sequence[str], batch_size: int, desc: str = "emb
     return result
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def read_cache(path: Path, key: str, n_texts: int, dim: int | None = None) -> torch.Tensor | None:
     """The cached [n_texts, E] float32 embeddings, or None (with a DataWarning naming the file and the
     reason) when the file is unreadable or disagrees with `key`, `n_texts` or `dim` (see module docstring)."""
@@ -234,7 +221,7 @@ def embed_texts(texts: Sequence[str], model: str = MPNET, cache_dir: str | Path 
     encoder = load_model(model, cache_dir, device)
     embeddings = encode(encoder, list(texts), batch_size, desc=f"embed {path.stem}")
     record = {"key": key, "identity": identity, "n_texts": len(texts), "dim": embeddings.shape[1]}
-    save_atomic({**record, "embeddings": embeddings}, path)
+    atomic_save({**record, "embeddings": embeddings}, path, shared=True)  # the cache is shared
     return embeddings
 
 

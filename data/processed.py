@@ -128,12 +128,17 @@ def random_suffix(batch: SeqBatch, generator: torch.Generator) -> SeqBatch:
     return batch._replace(items=items, lengths=keep)
 
 
+def newest(history: Sequence, max_items: int) -> Sequence:
+    """The last `max_items` items of `history` (oldest first): all of them when it is shorter."""
+    return history[max(0, len(history) - max_items) :]
+
+
 def collate_seq(rows: Sequence[tuple[np.ndarray, int, int]], max_items: int) -> SeqBatch:
     """(history, user_id, target) rows -> SeqBatch padded to [B, max_items]; keeps the newest max_items."""
     items = np.full((len(rows), max_items), -1, dtype=np.int64)
     lengths = np.zeros(len(rows), dtype=np.int64)
     for b, (history, _, _) in enumerate(rows):
-        recent = np.asarray(history, dtype=np.int64)[max(0, len(history) - max_items) :]
+        recent = newest(np.asarray(history, dtype=np.int64), max_items)
         items[b, : len(recent)] = recent
         lengths[b] = len(recent)
     if len(rows) and lengths.min() < 1:

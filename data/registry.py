@@ -1,13 +1,10 @@
 """The gin entry point for datasets: `build_dataset()` calls whichever loader the config binds.
 
 Importing this module registers every data configurable (loaders, item_embeddings, SeqData), so parse
-configs/data/*.gin after `import data.registry`. Check a config from the shell:
-    python -m data.registry configs/data/amazon_beauty.gin \
-        --gin 'load_amazon.root = "../shared/data/amazon-2014-beauty"'
+configs/data/*.gin after `import data.registry`. Check a config from the shell with training/show_data.py.
 """
 
-import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import gin
 import numpy as np
@@ -36,29 +33,3 @@ def summary(dataset: RawDataset) -> str:
         f"p90 {q90:g} max {lengths.max()}; {int((lengths < MIN_ITEMS).sum()):,} users with "
         f"< {MIN_ITEMS} items (left out of every split)"
     )
-
-
-def main(argv: Sequence[str] | None = None) -> RawDataset:
-    """Parses data configs plus --gin bindings, builds the dataset and prints its summary and 3 item texts."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("configs", nargs="+", help="gin files, e.g. configs/data/amazon_beauty.gin")
-    parser.add_argument(
-        "--gin", action="append", default=[], help="extra binding, e.g. 'load_amazon.root=\"x\"'"
-    )
-    args = parser.parse_args(argv)
-    from training.cli import load_gin  # errors name the file / binding (training.cli imports data.schema)
-
-    load_gin(args.configs, args.gin)
-    dataset = build_dataset()
-    print(summary(dataset))
-    for key, text in list(zip(dataset.item_keys, dataset.item_texts))[:3]:
-        print(f"  {key}: {text}")
-    return dataset
-
-
-if __name__ == "__main__":
-    from training.cli import run_cli
-
-    run_cli(main)

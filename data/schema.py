@@ -1,4 +1,9 @@
-"""The one in-memory form of a dataset that every loader returns, plus the data errors and warnings."""
+"""The one in-memory form of a dataset that every loader returns, plus the data errors and warnings.
+
+TigerError is the base of every error in the input (data files, the semantic-ID artifact, run files, gin
+configs, a non-finite loss): the CLIs (training.cli.run_cli) print one without a traceback. It lives here,
+in the lowest module that raises one; ops/ and modules/ raise only built-in errors.
+"""
 
 from typing import Any, NamedTuple
 
@@ -26,11 +31,15 @@ class RawDataset(NamedTuple):
     item_texts: list[str]
 
 
-class DataFormatError(ValueError):
+class TigerError(Exception):
+    """An error in the input, whose message names the file, line, binding or value at fault."""
+
+
+class DataFormatError(ValueError, TigerError):
     """A data file does not have the expected format. The message names the file and line."""
 
 
-class UnknownItemError(KeyError):
+class UnknownItemError(KeyError, TigerError):
     """Item ids that are not in the dataset's item keys; the message names them."""
 
     def __str__(self) -> str:  # KeyError would print the repr of its message

@@ -28,15 +28,15 @@ from einops import rearrange
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from data.files import write_json
 from data.processed import SeqData
-from evaluate.metrics import hit_rank, ranking_metrics
-from evaluate.run import load_run
+from evaluate.metrics import hit_rank, ranking_metrics, renamed
 from modules.generation import beam_search, topk_lowest_index
 from modules.prefix_trie import PrefixTrie
 from modules.tokens import TokenBatch, tokenize
 from training.cli import run_cli
-from training.logger import write_json
-from training.run import git_commit, machine
+from training.provenance import git_commit, machine
+from training.retriever import load_run
 
 
 def trie_links(trie: PrefixTrie, level: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,8 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     loader = DataLoader(rows, batch_size=args.batch_size, shuffle=False, collate_fn=data.collate)
     trie = PrefixTrie.from_codes(sem.codes, sem.codebook_size).to(device)
     scores = compare(model.to(device), loader, sem.codes.to(device), trie, width, chunk=args.chunk)
-    row = {k.replace("exact/", f"exact_{args.split}/").replace("beam/", f"beam_{args.split}/"): v
-           for k, v in scores.items()}  # fmt: skip
+    row = renamed(renamed(scores, f"exact_{args.split}", "exact"), f"beam_{args.split}", "beam")
     row.update({
         "split": args.split, "seed": args.seed, "beam_width": width, "items": len(dataset.item_keys),
         "run": str(run), "commit": git_commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),

@@ -93,3 +93,13 @@ def with_standard_errors(metrics: dict[str, float], count_key: str) -> dict[str,
             mean_key = key.removesuffix("_sq")
             out[f"{mean_key}_se"] = se(metrics[mean_key], value)
     return out
+
+
+def renamed(scores: dict[str, float], prefix: str, namespace: str | None = None) -> dict[str, float]:
+    """ "<namespace>/<m>" keys -> "<prefix>/<m>" (every "<x>/<m>" key when namespace is None); keys of other
+    namespaces and keys without one are kept. The one place metric keys change namespace."""
+    out = {}
+    for key, value in scores.items():
+        head, slash, name = key.partition("/")
+        out[f"{prefix}/{name}" if slash and namespace in (None, head) else key] = value
+    return out

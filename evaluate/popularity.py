@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
+from data.processed import popularity
+from data.schema import RawDataset
 from evaluate.metrics import KS, ranking_metrics
 
 
@@ -64,3 +66,9 @@ def popularity_baseline(
     """{"pop/recall@k", "pop/ndcg@k"} of the most-popular ranking (see popularity_hit_rank)."""
     rank = popularity_hit_rank(train_item_counts, targets, exclude)
     return ranking_metrics(rank, ks, prefix="pop/")
+
+
+def split_baseline(dataset: RawDataset, split: str, targets: torch.Tensor) -> dict[str, float]:
+    """The baseline every script reports beside its model: items ranked by their count in what is visible
+    before `split`'s targets (data.processed.popularity), scored on those targets [U] -> pop/recall@k, ..."""
+    return popularity_baseline(popularity(dataset, split), targets)

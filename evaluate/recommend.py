@@ -3,10 +3,11 @@
     python -m evaluate.recommend out/demo/decoder --history syn00012 syn00345 syn00078 --k 10
     python -m evaluate.recommend out/demo/decoder --histories histories.txt --k 10 > recs.jsonl
 
-Loads the run as `evaluate.run` does (its config.gin, best.pt, the semantic_ids.pt the config names and the
-gin-bound dataset, whose item keys and texts name the results). A history is oldest item first; the model
-sees its newest `max_items` items. Constrained beam search returns real items ranked by their beam score,
-the model's log-probability log p(item | history) = Σ_l log p(c_l | c_<l, history) (modules/generation.py).
+Loads the run with training.retriever.load_run, as `evaluate.run` does (its config.gin, best.pt, the
+semantic_ids.pt the config names and the gin-bound dataset, whose item keys and texts name the results).
+A history is oldest item first; the model sees its newest `max_items` items. Constrained beam search
+returns real items ranked by their beam score, the model's log-probability
+log p(item | history) = Σ_l log p(c_l | c_<l, history) (modules/generation.py).
 
 History items are excluded by default: the beam is widened by the number of distinct history items, so k
 other items remain. With mark_history they stay in the list, flagged `in_history`. Unknown item ids raise
@@ -27,13 +28,14 @@ import gin
 import numpy as np
 import torch
 
+from data.processed import newest
 from data.schema import DataFormatError, UnknownItemError
 from data.text import text_title
-from evaluate.run import load_run
 from modules.generation import beam_search
 from modules.prefix_trie import PrefixTrie
 from modules.tokens import TokenBatch, items_to_codes
 from training.cli import run_cli
+from training.retriever import load_run
 
 
 class Recommender(NamedTuple):
@@ -94,7 +96,7 @@ def search_width(k: int, beam_width: int, n_seen: int, exclude_history: bool) ->
 def history_batch(items: Sequence[int], max_items: int, item_codes: torch.Tensor, user_id: int) -> TokenBatch:
     """One history (item indices, oldest first) -> TokenBatch of one row: its newest max_items items,
     history [1, N, C], lengths [1], user_ids [1], target [1, C] all -1 (nothing to predict from)."""
-    recent = torch.tensor(list(items)[-max_items:], dtype=torch.long, device=item_codes.device)
+    recent = torch.tensor(newest(list(items), max_items), dtype=torch.long, device=item_codes.device)
     history = items_to_codes(recent, item_codes).unsqueeze(0)  # [1, N, C]
     lengths = torch.tensor([len(recent)], device=item_codes.device)
     user_ids = torch.tensor([user_id], device=item_codes.device)

@@ -7,12 +7,9 @@ import torch
 from tqdm.auto import tqdm
 
 from evaluate.metrics import KS, hit_rank, prefix_hit_rank, ranking_metrics, second_moments
-from evaluate.popularity import popularity_baseline
 from modules.generation import beam_search
 from modules.prefix_trie import PrefixTrie
 from modules.tokens import tokenize
-
-__all__ = ["evaluate_retrieval", "popularity_baseline"]
 
 
 def _to_device(seq: NamedTuple, device: torch.device) -> NamedTuple:

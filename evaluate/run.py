@@ -15,16 +15,14 @@ from pathlib import Path
 import gin
 import torch
 
-import train_decoder  # registers the stage-2 configurables a run's config.gin binds; builds its model
-from data.processed import popularity
-from evaluate.metrics import KS
-from evaluate.retrieval import evaluate_retrieval, popularity_baseline
+from data.files import write_json
+from evaluate.metrics import KS, renamed
+from evaluate.popularity import split_baseline
+from evaluate.retrieval import evaluate_retrieval
 from modules.prefix_trie import PrefixTrie
-from training.bindings import resolve_macros
-from training.checkpoint import load_tensors
-from training.cli import load_gin, run_cli
-from training.logger import write_json
-from training.run import git_commit, machine
+from training.cli import run_cli
+from training.provenance import git_commit, machine
+from training.retriever import eval_loader, load_run
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -39,37 +37,22 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_run(run: Path, bindings: Sequence[str]):
-    """(dataset, semantic IDs, model with best.pt weights) of a finished run."""
-    for needed in ("config.gin", "best.pt"):
-        if not (run / needed).exists():
-            raise FileNotFoundError(f"{run / needed} not found: is {run} a finished train_decoder.py run?")
-    load_gin([str(run / "config.gin")], bindings)
-    semantic_ids = resolve_macros(gin.query_parameter("train_decoder.semantic_ids"))  # %SEMANTIC_IDS
-    dataset, sem, train_data = train_decoder.load_data(semantic_ids)
-    model = train_decoder.make_model(sem, train_data.max_items)
-    model.load_state_dict(load_tensors(run / "best.pt")["model"])
-    return dataset, sem, model.eval()
-
-
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse(argv)
     run = Path(args.run)
     dataset, sem, model = load_run(run, args.gin)
-    loader = train_decoder.eval_loader(
-        dataset, args.split, gin.query_parameter("train_decoder.eval_batch_size"), None
-    )
+    loader = eval_loader(dataset, args.split, gin.query_parameter("train_decoder.eval_batch_size"), None)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trie = PrefixTrie.from_codes(sem.codes, sem.codebook_size).to(device)
     codes, model = sem.codes.to(device), model.to(device)
-    pop = popularity_baseline(popularity(dataset, args.split), torch.from_numpy(loader.dataset.targets()))
-    pop = {k.replace("pop/", f"pop_{args.split}/"): v for k, v in pop.items()}
+    pop = split_baseline(dataset, args.split, torch.from_numpy(loader.dataset.targets()))
+    pop = renamed(pop, f"pop_{args.split}", "pop")
     rows = []
     for width in args.beam_width:
         t0 = time.perf_counter()
         scores = evaluate_retrieval(model, loader, codes, trie, beam_width=width, device=device)
         row = {
-            **{f"{args.split}/{k.split('/', 1)[1]}": v for k, v in scores.items()}, **pop,
+            **renamed(scores, args.split), **pop,
             "beam_width": width, "wall_s": time.perf_counter() - t0, "run": str(run),
             "commit": git_commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
         }  # fmt: skip

@@ -20,16 +20,18 @@ from pathlib import Path
 import gin
 import torch
 
-from data.processed import popularity
+from data.files import atomic_save, load_tensors, write_json
 from data.registry import build_dataset
+from data.windows import Windows, windows
 from evaluate.metrics import KS, hit_rank, ranking_metrics, second_moments, with_standard_errors
-from evaluate.popularity import popularity_baseline
-from modules.sasrec import SasRec, Windows, windows
-from training.checkpoint import atomic_save, load_checkpoint, load_tensors, save_checkpoint
+from evaluate.popularity import split_baseline
+from modules.sasrec import SasRec
+from training.checkpoint import load_checkpoint, save_checkpoint
 from training.cli import load_gin, parse_args, run_cli
 from training.guards import check_finite
-from training.logger import make_logger, write_json
-from training.run import BatchOrder, adamw, git_commit, machine, progress, run_dir, write_config
+from training.logger import make_logger
+from training.loop import BatchOrder, adamw, progress
+from training.provenance import git_commit, machine, run_dir, write_config
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -129,7 +131,7 @@ def finish(run: Path, model, dataset, splits, batch_size: int, state, provenance
     model.load_state_dict(best["model"])
     scores = score_split(model, splits["valid"], batch_size, "valid_full/")
     scores.update(score_split(model, splits["test"], batch_size, "test/"))
-    pop = popularity_baseline(popularity(dataset, "test"), torch.from_numpy(splits["test"].targets))
+    pop = split_baseline(dataset, "test", torch.from_numpy(splits["test"].targets))
     summary = {
         **scores, **pop, "best_valid": state["best"], "selected_step": best["step"],
         "steps": state["step"], "examples": state["step"] * rows, "train_wall_s": state["train_wall_s"],

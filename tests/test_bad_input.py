@@ -32,21 +32,17 @@ import data.embed as embed
 import train_decoder
 import train_rqvae
 from data.amazon import load_amazon
+from data.artifact import FORMAT, VERSION, SemanticIds, SemanticIdsError
+from data.files import atomic_save
 from data.movielens import load_movielens, load_sequence_file
 from data.processed import SeqData
 from data.registry import summary
 from data.schema import DataFormatError, DataWarning, RawDataset, check_dataset
-from modules.semantic_ids import (
-    CHECKPOINT_KEY,
-    FORMAT,
-    VERSION,
-    SemanticIds,
-    SemanticIdsError,
-    check_checkpoint,
-)
 from tests.data.files import REVIEWS, reviews_text, write_gz, write_ml1m_root, write_p5_root
+from training.checkpoint import CHECKPOINT_KEY, check_checkpoint
 from training.cli import ConfigError, load_gin, run_cli
 from training.guards import NonFiniteLossError
+from training.retriever import load_semantic_ids
 
 pytestmark = pytest.mark.filterwarnings("ignore::data.schema.DataWarning")  # P5 fixture: E5 has no metadata
 REPO = Path(__file__).resolve().parents[1]
@@ -227,13 +223,13 @@ def test_semantic_ids_with_inconsistent_k_c_or_items_name_the_file(tmp_path, cha
 def test_semantic_ids_for_other_items_name_the_file_and_the_difference(tmp_path):
     path = tmp_path / "semantic_ids.pt"
     artifact(n_items=4).save(path)
-    train_decoder.load_semantic_ids(str(path), [f"item{i}" for i in range(4)])  # the same items: accepted
+    load_semantic_ids(str(path), [f"item{i}" for i in range(4)])  # the same items: accepted
     with pytest.raises(
         SemanticIdsError, match=r"semantic_ids\.pt .*4 items in the artifact, 5 in the dataset"
     ):
-        train_decoder.load_semantic_ids(str(path), [f"item{i}" for i in range(5)])
+        load_semantic_ids(str(path), [f"item{i}" for i in range(5)])
     with pytest.raises(SemanticIdsError, match=r"item 2 is 'item2' in the artifact, 'other' in the dataset"):
-        train_decoder.load_semantic_ids(str(path), ["item0", "item1", "other", "item3"])
+        load_semantic_ids(str(path), ["item0", "item1", "other", "item3"])
 
 
 def test_resuming_on_other_semantic_ids_is_refused(tmp_path):
@@ -308,7 +304,7 @@ def test_embedding_cache_with_the_wrong_dim_for_a_known_model_is_recomputed(tmp_
     identity = embed.model_identity(embed.MINILM)
     path = embed.cache_path(tmp_path, identity, embed.cache_key(identity, texts))
     key = embed.cache_key(identity, texts)
-    embed.save_atomic({"key": key, "identity": identity, "n_texts": 2, "embeddings": torch.ones(2, 2)}, path)
+    atomic_save({"key": key, "identity": identity, "n_texts": 2, "embeddings": torch.ones(2, 2)}, path)
     with pytest.warns(DataWarning, match="dimension 2, expected 384"):
         embed.embed_texts(texts, model=embed.MINILM, cache_dir=tmp_path)
 

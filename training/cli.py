@@ -1,9 +1,10 @@
 """Command line and gin handling shared by both training scripts.
 
-Errors in the input (gin files and bindings, data files, the semantic-ID artifact, a non-finite loss) carry
-messages that name the file, line or binding. `run_cli` is each script's `__main__`: it prints such an error
-as `<script>: error: <message>` on stderr and exits with status 1, without a traceback; any other exception
-is a bug and keeps its traceback. `main(argv)` itself raises, so tests see the exception.
+Errors in the input (gin files and bindings, data files, the semantic-ID artifact, run files, a non-finite
+loss) are data.schema.TigerError and carry messages that name the file, line or binding. `run_cli` is each
+script's `__main__`: it prints such an error (or a missing file's) as `<script>: error: <message>` on stderr
+and exits with status 1, without a traceback; any other exception is a bug and keeps its traceback.
+`main(argv)` itself raises, so tests see the exception.
 """
 
 import argparse
@@ -16,14 +17,11 @@ from typing import Any
 
 import gin
 
-from data.schema import DataFormatError, UnknownItemError
-from modules.semantic_ids import SemanticIdsError
+from data.schema import TigerError
 from training.bindings import binding_problems
-from training.checkpoint import RunFileError
-from training.guards import IntervalError, NonFiniteLossError
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, TigerError):
     """A gin file or binding could not be applied; the message names the file or binding."""
 
 
@@ -96,16 +94,7 @@ def missing_binding(err: BaseException) -> ConfigError | None:
     )
 
 
-INPUT_ERRORS = (
-    ConfigError,
-    DataFormatError,
-    UnknownItemError,
-    SemanticIdsError,
-    NonFiniteLossError,
-    IntervalError,
-    RunFileError,
-    FileNotFoundError,
-)
+INPUT_ERRORS = (TigerError, FileNotFoundError)  # every error of the project's own, and a missing file
 
 
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:

@@ -2,12 +2,14 @@
 
 import torch
 
-
-class NonFiniteLossError(RuntimeError):
-    pass
+from data.schema import TigerError
 
 
-class IntervalError(ValueError):
+class NonFiniteLossError(RuntimeError, TigerError):
+    """A logged value is NaN or inf; the message names the step and the run directory."""
+
+
+class IntervalError(ValueError, TigerError):
     """A loop interval binding off the log grid (a configuration error: the CLI exits 1 naming it)."""
 
 

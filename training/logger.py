@@ -8,7 +8,7 @@ from typing import IO, Any, Protocol
 
 from tqdm.auto import tqdm
 
-from training.checkpoint import atomic_write
+from data.files import atomic_write
 
 
 class Logger(Protocol):
@@ -122,9 +122,3 @@ def _wandb_id(run_dir: Path) -> str:
     if not id_file.exists():
         id_file.write_text(uuid.uuid4().hex[:12])
     return id_file.read_text().strip()
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic JSON write (training.checkpoint.atomic_write: a failed write leaves the old file)."""
-    text = json.dumps(payload, indent=2, sort_keys=True)
-    atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.checkpoint import atomic_save, load_tensors
+from data.files import atomic_save, load_tensors
 
 
 def sample_rows(n: int, max_rows: int | None, seed: int) -> np.ndarray:

@@ -4,8 +4,9 @@ import gin
 import pytest
 
 from data.processed import SeqData
-from data.registry import build_dataset, main
+from data.registry import build_dataset
 from tests.data.files import write_gz
+from training.show_data import main
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "data"
 

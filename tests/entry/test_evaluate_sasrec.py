@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from data.files import load_tensors
 from evaluate import sasrec
-from training.checkpoint import load_tensors
 
 
 def run(out_dir, *bindings):

@@ -20,8 +20,9 @@ import torch
 
 import train_decoder
 import train_rqvae
-from modules.semantic_ids import SemanticIds
-from training.checkpoint import DamagedFileError, FallbackWarning, load_tensors, previous
+from data.artifact import SemanticIds
+from data.files import DamagedFileError, load_tensors, previous
+from training.checkpoint import FallbackWarning
 from training.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@ import json
 import pytest
 
 import train_decoder
-from training.checkpoint import load_tensors
+from data.files import load_tensors
 from training.guards import NonFiniteLossError
 
 

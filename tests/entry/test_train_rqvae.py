@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import train_rqvae
-from modules.semantic_ids import SemanticIds
-from training.checkpoint import load_tensors
+from data.artifact import SemanticIds
+from data.files import load_tensors
 from training.cli import ConfigError
 from training.guards import NonFiniteLossError
 

@@ -3,7 +3,8 @@ import torch
 from torch.testing import assert_close
 
 from data.processed import split_examples
-from modules.sasrec import SasRec, attention_mask, right_align, trim_padding, windows
+from data.windows import right_align, windows
+from modules.sasrec import SasRec, attention_mask, trim_padding
 
 SEQS = [np.arange(n, dtype=np.int64) + 10 * u for u, n in enumerate([3, 4, 7, 12, 5])]
 

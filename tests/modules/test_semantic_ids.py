@@ -3,14 +3,9 @@ import os
 import pytest
 import torch
 
-from modules.semantic_ids import (
-    SemanticIds,
-    append_collision_code,
-    build_item_lookup,
-    lookup_items,
-    tuple_keys,
-)
-from training.checkpoint import DamagedFileError, RunFileWriteError
+from data.artifact import SemanticIds
+from data.files import DamagedFileError, RunFileWriteError
+from modules.semantic_ids import append_collision_code, build_item_lookup, lookup_items, tuple_keys
 
 K = 8
 

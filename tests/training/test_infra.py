@@ -9,23 +9,21 @@ import gin
 import pytest
 import torch
 
-from modules.semantic_ids import SemanticIds
-from training.checkpoint import (
+from data.artifact import SemanticIds
+from data.files import (
     DamagedFileError,
-    FallbackWarning,
     RunFileWriteError,
     UnsafeCheckpointError,
     atomic_save,
-    load_checkpoint,
     load_tensors,
     previous,
-    resume_from,
-    save_checkpoint,
+    write_json,
 )
+from training.checkpoint import FallbackWarning, load_checkpoint, resume_from, save_checkpoint
 from training.cli import ConfigError, load_gin
 from training.guards import NonFiniteLossError, check_finite, check_intervals
-from training.logger import JsonlLogger, write_json
-from training.run import BatchOrder, MetricSums
+from training.logger import JsonlLogger
+from training.loop import BatchOrder, MetricSums
 from training.schedule import inverse_sqrt, warmup_constant, warmup_cosine
 
 

@@ -1,7 +1,7 @@
 """Multi-process training: the helpers that split and pool work, and `accelerate launch` with 2 CPU processes.
 
 The launched tests start real gloo process groups (`accelerate launch --multi_gpu --num_processes 2`, which
-on a machine without CUDA runs on the CPU; see training.run.make_accelerator).
+on a machine without CUDA runs on the CPU; see training.distributed.make_accelerator).
 """
 
 import json
@@ -15,8 +15,9 @@ import pytest
 import torch
 
 import train_decoder
+from training.distributed import pool_shard_means, shard
 from training.logger import make_logger
-from training.run import BatchOrder, MetricSums, pool_shard_means, shard
+from training.loop import BatchOrder, MetricSums
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,7 +100,7 @@ def launch(script: str, *args: str, cache: Path, processes: int = 2) -> subproce
 PROBE = """
 import json, sys
 import torch
-from training.run import cross_process, make_accelerator, pool_shard_means
+from training.distributed import cross_process, make_accelerator, pool_shard_means
 acc = make_accelerator()
 rank = acc.process_index
 mean = cross_process(acc, "mean")(torch.tensor([float(rank)])).item()

@@ -1,0 +1,121 @@
+"""The stage-2 retriever built from a semantic-ID artifact: its settings, data, model, evaluation loaders
+and train step, shared by train_decoder.py, the evaluate CLIs (evaluate.run, .exact, .recommend) and bench/.
+
+`DecoderLoop` is the gin configurable `train_decoder`: registered here, a finished run's config.gin (which
+binds `train_decoder.*`) parses without importing the training script.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import gin
+import torch
+from torch.utils.data import DataLoader
+
+from data.artifact import SemanticIds, check_items
+from data.files import load_tensors
+from data.processed import SeqData, random_suffix
+from data.registry import build_dataset
+from data.schema import RawDataset
+from modules.model import RetrievalModel
+from modules.tokens import tokenize
+from training.bindings import resolve_macros
+from training.cli import load_gin
+from training.distributed import shard
+from training.loop import optimizer_step
+from training.schedule import inverse_sqrt
+from training.selection import sample_rows
+
+
+@gin.configurable("train_decoder")
+@dataclass(frozen=True)
+class DecoderLoop:
+    """Settings of train_decoder.py's step-based loop (loop settings only; sizes live on RetrievalModel).
+    batch_size is global: each of P processes takes batch_size / P rows of each batch; evaluation users are
+    split and the metrics pooled.
+
+    Selection: every eval_every steps, `eval_users` validation users drawn with `seed` (all when None) score
+    the model; the `finalists` best steps keep their weights, and at the end each is re-scored on the full
+    validation split, the winner becoming best.pt. `monitor_test_users` > 0 also logs test metrics on such
+    a sample of test users (`test_monitor/...`, for time-to-quality curves only; never used to select).
+    """
+
+    out_dir: str = gin.REQUIRED
+    semantic_ids: str = gin.REQUIRED
+    iterations: int = 200_000
+    batch_size: int = 256
+    log_every: int = 100
+    eval_every: int = 10_000
+    ckpt_every: int = 10_000
+    eval_batch_size: int = 512
+    eval_users: int | None = None
+    finalists: int = 3
+    monitor_test_users: int = 0
+    beam_width: int = 10
+    select_metric: str = "recall@10"
+    schedule: Callable[[int], float] = inverse_sqrt
+    seed: int = 42
+    use_wandb: bool = True
+
+
+def load_data(semantic_ids: str) -> tuple[RawDataset, SemanticIds, SeqData]:
+    """The gin-bound dataset, its stage-1 artifact and the training split."""
+    dataset = build_dataset()
+    return dataset, load_semantic_ids(semantic_ids, dataset.item_keys), SeqData(dataset, split="train")
+
+
+def load_semantic_ids(path: str, item_keys: Sequence[str]) -> SemanticIds:
+    """The stage-1 artifact, checked against the dataset's item order."""
+    sem = SemanticIds.load(path)
+    check_items(sem, path, item_keys)
+    return sem
+
+
+def make_model(sem: SemanticIds, max_items: int) -> RetrievalModel:
+    """The gin-configured retriever, sized by the stage-1 artifact (K, C) and the history length."""
+    return RetrievalModel(codebook_size=sem.codebook_size, n_levels=sem.codes.shape[1], max_items=max_items)
+
+
+def eval_loader(
+    dataset, split: str, batch_size: int, max_users: int | None, rank: int = 0, world: int = 1,
+    seed: int = 0,
+) -> DataLoader:  # fmt: skip
+    """`max_users` users of `split` drawn uniformly at random with `seed` (all when None; never "the first
+    N", whose histories are longer than average in the P5 numbering); process `rank` of `world` gets every
+    `world`-th of them (pool the per-process metrics with pool_shard_means). The loader's dataset is the
+    SeqData itself when it holds the whole split, else a Subset of it."""
+    data = SeqData(dataset, split=split)
+    users = sample_rows(len(data), max_users, seed)
+    if world == 1 and len(users) == len(data):
+        return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=data.collate)
+    rows = torch.utils.data.Subset(data, users[list(shard(len(users), rank, world))].tolist())
+    return DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=data.collate)
+
+
+def train_batch(train_data: SeqData, rows: torch.Tensor, item_codes: torch.Tensor, crop_seed: int = 0):
+    """The tokenized training batch of `rows` (indices into train_data), on item_codes' device. With
+    SeqData.train_examples = "subsequence" each history is cut by random_suffix, drawn from `crop_seed`."""
+    seq = train_data.collate([train_data[i] for i in rows.tolist()])
+    if train_data.train_examples == "subsequence":
+        seq = random_suffix(seq, torch.Generator().manual_seed(crop_seed))
+    return tokenize(*(t.to(item_codes.device) for t in seq), item_codes)
+
+
+def train_step(model, optimizer, scheduler, batch, accelerator) -> dict[str, torch.Tensor]:
+    """training.loop.optimizer_step on a tokenized batch -> the loss and its per-level terms (on device)."""
+    out = optimizer_step(model, optimizer, scheduler, batch, accelerator)
+    return {"train/loss": out.loss, **{f"train/loss_level{c}": v for c, v in enumerate(out.loss_per_level)}}
+
+
+def load_run(run: Path, bindings: Sequence[str]):
+    """(dataset, semantic IDs, model with best.pt weights) of a finished run."""
+    for needed in ("config.gin", "best.pt"):
+        if not (run / needed).exists():
+            raise FileNotFoundError(f"{run / needed} not found: is {run} a finished train_decoder.py run?")
+    load_gin([str(run / "config.gin")], bindings)
+    semantic_ids = resolve_macros(gin.query_parameter("train_decoder.semantic_ids"))  # %SEMANTIC_IDS
+    dataset, sem, train_data = load_data(semantic_ids)
+    model = make_model(sem, train_data.max_items)
+    model.load_state_dict(load_tensors(run / "best.pt")["model"])
+    return dataset, sem, model.eval()
