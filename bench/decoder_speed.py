@@ -120,7 +120,7 @@ def main(argv=None) -> None:
     dataset = load_amazon(args.root, "beauty")
     test, codes = SeqData(dataset, "test", max_items=20), item_codes(dataset, args.semantic_ids)
     torch.manual_seed(0)
-    model = RetrievalModel(codebook_size=256, n_levels=codes.shape[1], **MODELS[args.model])
+    model = RetrievalModel(codebook_size=256, n_codes=codes.shape[1], **MODELS[args.model])
     n_params = sum(p.numel() for p in model.parameters())
     gemm = probe()
     print(f"machine: {machine_line()}; {args.model} model {n_params / 1e6:.2f} M parameters")

@@ -154,7 +154,7 @@ def measure_train(root: str, mode: str, steps: int, batch_size: int | None, seed
     rows = torch.randint(0, len(train), (steps + 1, batch_size), generator=gen).tolist()
     batches = [tokenize(*train.collate([train[i] for i in r]), codes) for r in rows]
     torch.manual_seed(seed)
-    model = RetrievalModel(codebook_size=256, n_levels=codes.shape[1], max_items=train.max_items)
+    model = RetrievalModel(codebook_size=256, n_codes=codes.shape[1], max_items=train.max_items)
     optimizer = adamw(model.parameters())
     start_mb, times = rss_mb(), []
     for batch in batches:  # the first step is the warm-up

@@ -19,7 +19,7 @@ import torch
 
 from data.files import atomic_save, load_tensors
 from data.schema import TigerError
-from modules.semantic_ids import ItemLookup, append_collision_code, build_item_lookup, group_tuples
+from modules.semantic_ids import append_collision_code, group_tuples
 
 FORMAT = "tiger.semantic_ids"
 VERSION = 1
@@ -82,10 +82,6 @@ class SemanticIds:
         digest = hashlib.sha256(self.codes.cpu().numpy().tobytes()).hexdigest()[:16]
         return {"codebook_size": self.codebook_size, "n_codes": self.n_codes,
                 "n_items": self.codes.shape[0], "codes_sha256": digest}  # fmt: skip
-
-    def lookup(self) -> ItemLookup:
-        """Full C-tuple -> item index (see `lookup_items`)."""
-        return build_item_lookup(self.codes, self.codebook_size)
 
     def save(self, path: str | os.PathLike) -> None:
         """Atomic write (data.files.atomic_save) of plain types and one tensor."""

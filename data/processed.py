@@ -1,4 +1,4 @@
-"""Leave-one-out splits, the sequence Dataset and its collate, item popularity, and ItemData.
+"""Leave-one-out splits, the sequence Dataset and its collate, and item popularity.
 
 Leave-one-out per user with L items (positions 0..L-1, oldest first):
     test target = position L-1, valid target = position L-2,
@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.embed import item_embeddings
 from data.schema import MIN_ITEMS, DataFormatError, DataWarning, RawDataset
 
 SPLITS = ("train", "valid", "test")
@@ -49,13 +48,6 @@ class SeqBatch(NamedTuple):
     lengths: torch.Tensor
     user_ids: torch.Tensor
     targets: torch.Tensor
-
-
-class ItemData(NamedTuple):
-    """embeddings: [I, E] float32 text embeddings; item_keys: I strings (ASIN / MovieID), index = item."""
-
-    embeddings: torch.Tensor
-    item_keys: list[str]
 
 
 def split_examples(
@@ -190,11 +182,3 @@ class SeqData(Dataset):
     def collate(self, rows: Sequence[tuple[np.ndarray, int, int]]) -> SeqBatch:
         """collate_seq with this split's max_items; pass as DataLoader(collate_fn=data.collate)."""
         return collate_seq(rows, self.max_items)
-
-
-def load_item_data(dataset: RawDataset) -> ItemData:
-    """ItemData for `dataset`, embedding its item texts with the gin-configured item_embeddings."""
-    embeddings = item_embeddings(dataset)
-    if embeddings.shape[0] != len(dataset.item_keys):
-        raise ValueError(f"{embeddings.shape[0]} embeddings for {len(dataset.item_keys)} items")
-    return ItemData(embeddings, list(dataset.item_keys))

@@ -85,20 +85,20 @@ def _feed(model, state, n_users: int, n_parents: int, parent: torch.Tensor, code
 def exact_scores(model, batch: TokenBatch, trie: PrefixTrie, chunk: int = 4096) -> torch.Tensor:
     """Every item's teacher-forced log-probability for every row of `batch` -> [B, I] float32.
     The deepest prefixes (depth C-1) are fed `chunk` nodes at a time (B·chunk decoder rows at most)."""
-    n_levels = trie.n_levels
-    assert n_levels >= 2, "exact_scores needs C >= 2 codes per item"
+    n_codes = trie.n_codes
+    assert n_codes >= 2, "exact_scores needs C >= 2 codes per item"
     state = model.start(batch)
     logits, state = model.step(state, None)  # [B, K]
     n_users = logits.shape[0]
     log_probs = logits.float().log_softmax(-1).unsqueeze(1)  # [B, 1, K], the root
     scores = torch.zeros(n_users, 1, device=logits.device)  # [B, P_0]
-    for level in range(n_levels - 2):  # depths 1..C-2: the whole level at once; its state feeds the next
+    for level in range(n_codes - 2):  # depths 1..C-2: the whole level at once; its state feeds the next
         parent, code = trie_links(trie, level)
         scores = extend_scores(scores, log_probs, parent, code)  # [B, P_{l+1}]
         log_probs, state = _feed(model, state, n_users, log_probs.shape[1], parent, code)
-    parent, code = trie_links(trie, n_levels - 2)  # the depth-(C-1) nodes
+    parent, code = trie_links(trie, n_codes - 2)  # the depth-(C-1) nodes
     scores = extend_scores(scores, log_probs, parent, code)  # [B, P_{C-1}]
-    leaf_parent, leaf_code = trie_links(trie, n_levels - 1)
+    leaf_parent, leaf_code = trie_links(trie, n_codes - 1)
     leaf_scores = scores.new_empty(n_users, len(leaf_parent))
     for first in range(0, len(parent), chunk):
         nodes = torch.arange(first, min(first + chunk, len(parent)), device=parent.device)

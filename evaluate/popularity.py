@@ -13,12 +13,6 @@ from data.schema import RawDataset
 from evaluate.metrics import KS, ranking_metrics
 
 
-def item_counts(items: torch.Tensor, n_items: int) -> torch.Tensor:
-    """items [...] int64 item indices, -1 where padded -> [I] int64 number of occurrences of each item."""
-    flat = items.flatten()
-    return torch.bincount(flat[flat >= 0], minlength=n_items)
-
-
 def popularity_rank_of_item(counts: torch.Tensor) -> torch.Tensor:
     """counts [I] -> [I] int64 0-based rank of each item: count descending, ties by lower item index."""
     order = counts.sort(descending=True, stable=True).indices  # [I], most popular first

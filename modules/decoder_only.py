@@ -99,7 +99,7 @@ def user_major_groups(row_user: torch.Tensor, n_users: int) -> int | None:
     return n_rows // n_users if torch.equal(row_user, users) else None
 
 
-@gin.configurable(denylist=["codebook_size", "n_levels", "max_items"])
+@gin.configurable(denylist=["codebook_size", "n_codes", "max_items"])
 class DecoderOnlyModel(nn.Module):
     """Causal Transformer over semantic IDs; K and C come from the semantic-ID artifact.
 
@@ -111,7 +111,7 @@ class DecoderOnlyModel(nn.Module):
     def __init__(
         self,
         codebook_size: int,
-        n_levels: int,
+        n_codes: int,
         embed_dim: int = 128,
         d_model: int = 128,
         n_heads: int = 6,
@@ -130,18 +130,18 @@ class DecoderOnlyModel(nn.Module):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"DecoderOnlyModel.label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.codebook_size, self.n_levels, self.max_items = codebook_size, n_levels, max_items
+        self.codebook_size, self.n_codes, self.max_items = codebook_size, n_codes, max_items
         self.every_target, self.label_smoothing = every_target, label_smoothing
         head_dim = d_model // n_heads if head_dim is None else head_dim
         cfg = BlockConfig(d_model, n_heads, head_dim, ffn_dim, activation, norm, True, dropout, attn_dropout)
-        self.code_embedding = SemIdEmbedder(n_levels, codebook_size, embed_dim)
-        self.level_embedding = nn.Embedding(n_levels, embed_dim)
+        self.code_embedding = SemIdEmbedder(n_codes, codebook_size, embed_dim)
+        self.level_embedding = nn.Embedding(n_codes, embed_dim)
         self.position_embedding = nn.Embedding(max_items + 1, embed_dim)
         self.user_embedding = UserIdEmbedder(user_buckets, embed_dim) if user_buckets > 0 else None
         self.input_projection = InputProjection(norm, embed_dim, d_model, dropout)
         self.layers = nn.ModuleList(CausalLayer(cfg) for _ in range(n_layers))
         self.norm = make_norm(norm, d_model)
-        self.head = nn.Parameter(torch.randn(n_levels, codebook_size, d_model) * 0.02)  # [C, K, D]
+        self.head = nn.Parameter(torch.randn(n_codes, codebook_size, d_model) * 0.02)  # [C, K, D]
 
     @property
     def n_user_tokens(self) -> int:
@@ -155,13 +155,13 @@ class DecoderOnlyModel(nn.Module):
 
     def _embed(self, items: torch.Tensor, n_items: torch.Tensor, user_ids: torch.Tensor):
         """items [B, M, C] (-1 padded), n_items [B] -> (x [B, S, E], valid [B, S]); S = u + M·C."""
-        batch, n_slots, n_levels = items.shape
-        if n_levels != self.n_levels or n_slots > self.max_items + 1:
+        batch, n_slots, n_codes = items.shape
+        if n_codes != self.n_codes or n_slots > self.max_items + 1:
             raise ValueError(
-                f"items {tuple(items.shape)}: need C = {self.n_levels}, at most {self.max_items + 1} items"
+                f"items {tuple(items.shape)}: need C = {self.n_codes}, at most {self.max_items + 1} items"
             )
-        level = repeat(torch.arange(n_levels, device=items.device), "c -> b (m c)", b=batch, m=n_slots)
-        position = repeat(torch.arange(n_slots, device=items.device), "m -> b (m c)", b=batch, c=n_levels)
+        level = repeat(torch.arange(n_codes, device=items.device), "c -> b (m c)", b=batch, m=n_slots)
+        position = repeat(torch.arange(n_slots, device=items.device), "m -> b (m c)", b=batch, c=n_codes)
         x = self._item_tokens(level, rearrange(items, "b m c -> b (m c)"), position)  # [B, M·C, E]
         valid = position < n_items.unsqueeze(1)  # [B, M·C]
         if self.user_embedding is not None:
@@ -190,9 +190,9 @@ class DecoderOnlyModel(nn.Module):
         items, n_items = append_target(batch)  # [B, M = N+1, C]
         x, valid = self._embed(items, n_items, batch.user_ids)
         hidden, _, _ = self._run(x, valid)
-        start = self.n_user_tokens + self.n_levels - 1  # the slot predicting item 1, level 0
-        predictors = rearrange(hidden[:, start : start + (items.shape[1] - 1) * self.n_levels],
-                               "b (m c) d -> b m c d", c=self.n_levels)  # fmt: skip
+        start = self.n_user_tokens + self.n_codes - 1  # the slot predicting item 1, level 0
+        predictors = rearrange(hidden[:, start : start + (items.shape[1] - 1) * self.n_codes],
+                               "b (m c) d -> b m c d", c=self.n_codes)  # fmt: skip
         logits = einsum(predictors, self.head, "b m c d, c k d -> b m c k").float()  # [B, M-1, C, K]
         targets = items[:, 1:]  # [B, M-1, C]
         given = self._loss_mask(items, n_items).unsqueeze(-1) & (targets >= 0)  # [B, M-1, C]
@@ -213,17 +213,15 @@ class DecoderOnlyModel(nn.Module):
         x, valid = self._embed(batch.history, batch.lengths, batch.user_ids)
         hidden, k, v = self._run(x, valid)
         rows = torch.arange(x.shape[0], device=x.device)
-        last = hidden[rows, self.n_user_tokens + batch.lengths * self.n_levels - 1]  # [B, D]
+        last = hidden[rows, self.n_user_tokens + batch.lengths * self.n_codes - 1]  # [B, D]
         empty = k.new_zeros(k.shape[:3] + (0,) + k.shape[4:])  # [B, L, H, 0, Dh]
         return DecoderOnlyState(k, v, valid, empty, empty, last, batch.lengths, rows, 0)
 
     def step(self, state: DecoderOnlyState, codes: torch.Tensor | None):
         """Feed the code chosen at level t-1 (None at t = 0) -> (logits [R, K] of level t, state)."""
         t = state.level
-        if t >= self.n_levels or (codes is None) != (t == 0):
-            raise ValueError(
-                f"step at level {t} of {self.n_levels} needs codes {'None' if t == 0 else '[R]'}"
-            )
+        if t >= self.n_codes or (codes is None) != (t == 0):
+            raise ValueError(f"step at level {t} of {self.n_codes} needs codes {'None' if t == 0 else '[R]'}")
         if codes is None:
             logits = (state.last[state.row_user] @ self.head[0].T).float()
             return logits, state._replace(level=1)

@@ -53,10 +53,10 @@ def hash_user_ids(user_ids: torch.Tensor, n_buckets: int) -> torch.Tensor:
 class SemIdEmbedder(nn.Module):
     """Table of C·K + 1 rows: token `token_id(l, c, K)` at row l·K + c, padding at the zero row C·K."""
 
-    def __init__(self, n_levels: int, codebook_size: int, dim: int):
+    def __init__(self, n_codes: int, codebook_size: int, dim: int):
         super().__init__()
-        self.n_levels, self.codebook_size = n_levels, codebook_size
-        self.pad_row = n_levels * codebook_size
+        self.n_codes, self.codebook_size = n_codes, codebook_size
+        self.pad_row = n_codes * codebook_size
         self.table = nn.Embedding(self.pad_row + 1, dim, padding_idx=self.pad_row)
 
     def forward(self, level: torch.Tensor | int, code: torch.Tensor) -> torch.Tensor:
@@ -95,16 +95,16 @@ class HistoryGrid(NamedTuple):
 
 def history_grid(history: torch.Tensor, lengths: torch.Tensor, user_token: bool) -> HistoryGrid:
     """history: [B, N, C] int64 (-1 padded, oldest first), lengths: [B] items -> HistoryGrid [B, u + N·C]."""
-    batch, n_items, n_levels = history.shape
+    batch, n_items, n_codes = history.shape
     item = torch.arange(n_items, device=history.device)  # [N]
     position = (lengths.unsqueeze(1) - 1 - item).clamp(min=0)  # [B, N], 0 = newest
     fields = (
         rearrange(history, "b n c -> b (n c)"),
-        repeat(torch.arange(n_levels, device=history.device), "c -> b (n c)", b=batch, n=n_items),
-        repeat(position, "b n -> b (n c)", c=n_levels),
+        repeat(torch.arange(n_codes, device=history.device), "c -> b (n c)", b=batch, n=n_items),
+        repeat(position, "b n -> b (n c)", c=n_codes),
     )
     if user_token:
         fields = tuple(
             torch.cat([torch.full_like(f[:, :1], fill), f], dim=1) for f, fill in zip(fields, (-1, 0, 0))
         )
-    return HistoryGrid(*fields, lengths=lengths * n_levels + int(user_token))
+    return HistoryGrid(*fields, lengths=lengths * n_codes + int(user_token))

@@ -134,7 +134,7 @@ def beam_search(
     log_probs = repeat(logits.float().log_softmax(-1), "b k -> b w k", w=width)
     nodes = torch.zeros(n_users, width, dtype=torch.long, device=device)
     codes = torch.zeros(n_users, width, 0, dtype=torch.long, device=device)
-    for level in range(trie.n_levels):
+    for level in range(trie.n_codes):
         if level > 0:
             logits, state = model.step(state, rearrange(codes[:, :, -1], "b w -> (b w)"))  # [B·W, K]
             log_probs = rearrange(logits.float().log_softmax(-1), "(b w) k -> b w k", w=width)
@@ -147,7 +147,7 @@ def beam_search(
         codes = torch.cat([_gather_beams(codes, step.parent), step.code.unsqueeze(-1)], dim=-1)
         nodes = trie.advance(level, _gather_beams(nodes, step.parent).flatten(), step.code.flatten())
         nodes = nodes.view(n_users, width)
-        if level + 1 < trie.n_levels:
+        if level + 1 < trie.n_codes:
             rows = user.unsqueeze(1) if level == 0 else user.unsqueeze(1) * width + step.parent  # [B, W]
             state = model.reorder(state, rows.expand(n_users, width).flatten())
     return _finish(codes, scores, trie)
@@ -199,7 +199,7 @@ def sample(
     nodes = torch.zeros_like(user_rows)
     total = torch.zeros(user_rows.shape[0], device=logits.device)
     codes = []
-    for level in range(trie.n_levels):
+    for level in range(trie.n_codes):
         if level > 0:
             logits, state = model.step(state, codes[-1])
         code = sample_codes(logits, trie.valid_mask(level, nodes), temperature, top_k, generator)  # [B·S]

@@ -1,9 +1,10 @@
 """TIGER retrieval model: a jagged encoder over the history's semantic-ID tokens and a C-step decoder.
 
 Encoder tokens per row: [user token] + C tokens per history item. A history token is
-`codes(token_id(l, c)) + item_position(newest = 0) + level(l)`; the user token is `user(hash(user_id))`.
+`code_embedding(token_id(l, c)) + position_embedding(newest = 0) + level_embedding(l)`; the user token is
+`user_embedding(hash(user_id))`.
 Decoder positions t = 0..C-1: BOS, then the codes of levels 0..C-2 (teacher forcing), each plus
-`target_level(t)`; position t predicts the code of level t with its own head, `head[t]: [K, D]`
+`target_level_embedding(t)`; position t predicts the code of level t with its own head, `head[t]: [K, D]`
 (row c of head[t] is token token_id(t, c, K); untied from the input embeddings, which are E-wide).
 Both inputs go through norm -> dropout -> Linear(E -> D) (the reference's hard-coded 0.5 input dropout is
 replaced by the configured `dropout`).
@@ -59,6 +60,24 @@ class DecodeState(NamedTuple):
         return self.self_k.shape[3]
 
 
+# Checkpoints written before 2026-12-02 named the embedding tables after their data; they still load.
+OLD_NAMES = {
+    "codes.": "code_embedding.",
+    "item_position.": "position_embedding.",
+    "level.": "level_embedding.",
+    "user.": "user_embedding.",
+    "target_level.": "target_level_embedding.",
+}
+
+
+def upgrade_old_names(module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
+    """load_state_dict pre-hook: renames OLD_NAMES keys under `prefix` in place."""
+    for key in list(state_dict):
+        for old, new in OLD_NAMES.items():
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
+
+
 class InputProjection(nn.Module):
     """[*, E] -> norm -> dropout -> Linear(E -> D) -> [*, D]. The output keeps the input's dtype, so under
     autocast the residual stream stays float32 (only the matmuls run in bf16)."""
@@ -72,9 +91,9 @@ class InputProjection(nn.Module):
         return self.proj(self.drop(self.norm(x))).to(x.dtype)
 
 
-@gin.configurable(denylist=["codebook_size", "n_levels", "max_items"])
+@gin.configurable(denylist=["codebook_size", "n_codes", "max_items"])
 class RetrievalModel(nn.Module):
-    """Encoder-decoder over semantic IDs. codebook_size K and n_levels C come from the semantic-ID artifact.
+    """Encoder-decoder over semantic IDs. codebook_size K and n_codes C come from the semantic-ID artifact.
 
     head_dim: per-head width Dh (None -> d_model // n_heads). user_buckets: hashed user-id buckets, 0 = no
     user token. max_items: history items the position table covers (N ≤ max_items). label_smoothing: ε of
@@ -85,7 +104,7 @@ class RetrievalModel(nn.Module):
     def __init__(
         self,
         codebook_size: int,
-        n_levels: int,
+        n_codes: int,
         embed_dim: int = 128,
         d_model: int = 512,
         n_heads: int = 8,
@@ -103,7 +122,7 @@ class RetrievalModel(nn.Module):
         label_smoothing: float = 0.0,
     ):
         super().__init__()
-        self.codebook_size, self.n_levels, self.max_items = codebook_size, n_levels, max_items
+        self.codebook_size, self.n_codes, self.max_items = codebook_size, n_codes, max_items
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"RetrievalModel.label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
@@ -111,44 +130,46 @@ class RetrievalModel(nn.Module):
         cfg = BlockConfig(
             d_model, n_heads, head_dim, ffn_dim, activation, norm, norm_first, dropout, attn_dropout
         )
-        self.codes = SemIdEmbedder(n_levels, codebook_size, embed_dim)
-        self.item_position = nn.Embedding(max_items, embed_dim)
-        self.level = nn.Embedding(n_levels, embed_dim)
-        self.user = UserIdEmbedder(user_buckets, embed_dim) if user_buckets > 0 else None
+        self.code_embedding = SemIdEmbedder(n_codes, codebook_size, embed_dim)
+        self.position_embedding = nn.Embedding(max_items, embed_dim)
+        self.level_embedding = nn.Embedding(n_codes, embed_dim)
+        self.user_embedding = UserIdEmbedder(user_buckets, embed_dim) if user_buckets > 0 else None
         self.bos = nn.Parameter(torch.randn(embed_dim))
-        self.target_level = nn.Embedding(n_levels, embed_dim)
+        self.target_level_embedding = nn.Embedding(n_codes, embed_dim)
         self.encoder_input = InputProjection(norm, embed_dim, d_model, dropout)
         self.decoder_input = InputProjection(norm, embed_dim, d_model, dropout)
         self.encoder = Encoder(n_encoder_layers, cfg)
         self.decoder = Decoder(n_decoder_layers, cfg)
-        self.head = nn.Parameter(torch.randn(n_levels, codebook_size, d_model) * 0.02)  # [C, K, D]
+        self.head = nn.Parameter(torch.randn(n_codes, codebook_size, d_model) * 0.02)  # [C, K, D]
+        self.register_load_state_dict_pre_hook(upgrade_old_names)
 
     def _check(self, batch: TokenBatch) -> None:
-        _, n_items, n_levels = batch.history.shape
-        if n_levels != self.n_levels or n_items > self.max_items:
+        _, n_items, n_codes = batch.history.shape
+        if n_codes != self.n_codes or n_items > self.max_items:
             raise ValueError(
-                f"history {tuple(batch.history.shape)}: need C = {self.n_levels}, N ≤ {self.max_items}"
+                f"history {tuple(batch.history.shape)}: need C = {self.n_codes}, N ≤ {self.max_items}"
             )
 
     def _encode(self, batch: TokenBatch) -> tuple[torch.Tensor, LengthGroups]:
         """-> (encoder output [T, D] packed, rows sorted by length; groups). Host syncs, once per batch: the
         token lengths (LengthGroups) and the packing mask (a no-op on CPU)."""
         self._check(batch)
-        grid = history_grid(batch.history, batch.lengths, user_token=self.user is not None)
+        grid = history_grid(batch.history, batch.lengths, user_token=self.user_embedding is not None)
         groups = length_groups(grid.lengths)
         fields = torch.stack([grid.code, grid.level, grid.position], dim=-1)[groups.order]  # [B, S, 3]
         code, level, position = pack(fields, groups.lengths).unbind(-1)  # [T] each
-        x = self.codes(level, code) + self.level(level) + self.item_position(position)  # [T, E]
-        if self.user is not None:  # the user token is the first token of each row
-            x = x.index_copy(0, groups.offsets[:-1], self.user(batch.user_ids[groups.order]))
+        x = self.code_embedding(level, code) + self.level_embedding(level) + self.position_embedding(position)
+        if self.user_embedding is not None:  # the user token is the first token of each row
+            x = x.index_copy(0, groups.offsets[:-1], self.user_embedding(batch.user_ids[groups.order]))
         return self.encoder(self.encoder_input(x), groups), groups
 
     def _decoder_tokens(self, target: torch.Tensor) -> torch.Tensor:
-        """target: [B, C] codes -> decoder input [B, C, E]: BOS, codes of levels 0..C-2, + target_level."""
-        levels = torch.arange(self.n_levels - 1, device=target.device)
-        prev = self.codes(levels, target[:, :-1])  # [B, C-1, E]
+        """target: [B, C] codes -> decoder input [B, C, E]: BOS, codes of levels 0..C-2, plus
+        target_level_embedding."""
+        levels = torch.arange(self.n_codes - 1, device=target.device)
+        prev = self.code_embedding(levels, target[:, :-1])  # [B, C-1, E]
         bos = self.bos.expand(target.shape[0], 1, -1)  # [B, 1, E]
-        return torch.cat([bos, prev], dim=1) + self.target_level.weight
+        return torch.cat([bos, prev], dim=1) + self.target_level_embedding.weight
 
     def forward(self, batch: TokenBatch) -> ModelOutput:
         """Teacher-forced. batch.history [B, N, C] (-1 padded), lengths [B], user_ids [B], target [B, C]."""
@@ -180,13 +201,11 @@ class RetrievalModel(nn.Module):
     def step(self, state: DecodeState, codes: torch.Tensor | None) -> tuple[torch.Tensor, DecodeState]:
         """Feed the code chosen at level t-1 (None at t = 0: BOS) -> (logits [R, K] of level t, state)."""
         t = state.level
-        if t >= self.n_levels or (codes is None) != (t == 0):
-            raise ValueError(
-                f"step at level {t} of {self.n_levels} needs codes {'None' if t == 0 else '[R]'}"
-            )
+        if t >= self.n_codes or (codes is None) != (t == 0):
+            raise ValueError(f"step at level {t} of {self.n_codes} needs codes {'None' if t == 0 else '[R]'}")
         n_rows = state.row_user.shape[0]
-        x = self.bos.expand(n_rows, -1) if codes is None else self.codes(t - 1, codes)  # [R, E]
-        x = self.decoder_input(x + self.target_level.weight[t])  # [R, D]
+        x = self.bos.expand(n_rows, -1) if codes is None else self.code_embedding(t - 1, codes)  # [R, E]
+        x = self.decoder_input(x + self.target_level_embedding.weight[t])  # [R, D]
         h, self_k, self_v = self.decoder.step(x, state.self_k, state.self_v, *self._memory_for_rows(state))
         logits = (h @ self.head[t].T).float()  # [R, K]
         return logits, state._replace(self_k=self_k, self_v=self_v)

@@ -39,7 +39,7 @@ class PrefixTrie:
         self.codebook_size = codebook_size
 
     @property
-    def n_levels(self) -> int:
+    def n_codes(self) -> int:
         """C, the number of codes per item."""
         return len(self.children)
 
@@ -55,15 +55,15 @@ class PrefixTrie:
         codes = codes.long()
         if int(codes.min()) < 0 or int(codes.max()) >= codebook_size:
             raise ValueError(f"codes must lie in [0, {codebook_size})")
-        n_items, n_levels = codes.shape
-        leaves, leaf_of_item = _unique_prefixes(codes, n_levels)
+        n_items, n_codes = codes.shape
+        leaves, leaf_of_item = _unique_prefixes(codes, n_codes)
         if leaves.shape[0] != n_items:
             counts = torch.bincount(leaf_of_item, minlength=leaves.shape[0])
             dup = leaves[int(counts.argmax())].tolist()
             raise ValueError(f"{n_items - leaves.shape[0]} items repeat another item's codes, e.g. {dup}")
         children = []
         parent_prefixes, parent_of_item = _unique_prefixes(codes, 0)
-        for level in range(n_levels):
+        for level in range(n_codes):
             child_prefixes, child_of_item = _unique_prefixes(codes, level + 1)
             table = torch.full(
                 (parent_prefixes.shape[0], codebook_size), -1, dtype=torch.int32, device=codes.device
@@ -105,8 +105,8 @@ class PrefixTrie:
 
     def item_of(self, codes: torch.Tensor) -> torch.Tensor:
         """codes: [R, C] int64 -> [R] int64 item index, -1 where the tuple is not an item."""
-        assert codes.ndim == 2 and codes.shape[1] == self.n_levels, f"expected [R, {self.n_levels}]"
+        assert codes.ndim == 2 and codes.shape[1] == self.n_codes, f"expected [R, {self.n_codes}]"
         nodes = torch.zeros(codes.shape[0], dtype=torch.long, device=codes.device)
-        for level in range(self.n_levels):
+        for level in range(self.n_codes):
             nodes = self.advance(level, nodes, codes[:, level])
         return self.items_of_nodes(nodes)

@@ -50,35 +50,3 @@ def append_collision_code(codes: torch.Tensor, codebook_size: int) -> torch.Tens
             f"more than the codebook size K={codebook_size}; the collision code cannot make them unique"
         )
     return torch.cat([codes, collision_rank(codes).unsqueeze(1)], dim=1)
-
-
-def tuple_keys(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
-    """Each C-tuple as one int64 Σ_j codes[..., j]·K^(C−1−j). codes [..., C] in [0, K) -> [...]."""
-    n_codes = codes.shape[-1]
-    if codebook_size**n_codes >= 2**63:
-        raise ValueError(f"K={codebook_size} with C={n_codes} codes overflows an int64 key")
-    powers = codebook_size ** torch.arange(n_codes - 1, -1, -1, device=codes.device)  # [C]
-    return (codes.long() * powers).sum(-1)
-
-
-class ItemLookup(NamedTuple):
-    keys: torch.Tensor  # [I] int64 sorted tuple keys
-    items: torch.Tensor  # [I] int64 item index of each key
-    codebook_size: int
-
-
-def build_item_lookup(codes: torch.Tensor, codebook_size: int) -> ItemLookup:
-    """Index of unique item codes [I, C] for `lookup_items`."""
-    keys, items = torch.sort(tuple_keys(codes, codebook_size))
-    return ItemLookup(keys=keys, items=items, codebook_size=codebook_size)
-
-
-def lookup_items(lookup: ItemLookup, codes: torch.Tensor) -> torch.Tensor:
-    """Item index of each full C-tuple. codes [..., C] -> [...] int64, -1 where no item has that tuple."""
-    if lookup.keys.numel() == 0:
-        return torch.full(codes.shape[:-1], -1, dtype=torch.long, device=codes.device)
-    valid = ((codes >= 0) & (codes < lookup.codebook_size)).all(-1)
-    keys = tuple_keys(codes.clamp(0, lookup.codebook_size - 1), lookup.codebook_size)
-    pos = torch.searchsorted(lookup.keys, keys).clamp_max(lookup.keys.shape[0] - 1)
-    found = valid & (lookup.keys[pos] == keys)
-    return torch.where(found, lookup.items[pos], torch.full_like(keys, -1))

@@ -28,7 +28,7 @@ def _one_thread():
     """One CPU thread for every test and every shared fixture. Tiny tensors: on a shared 2-core machine,
     OpenMP hand-offs cost far more than the math. Exactness also holds only for a fixed thread count: with
     2 threads the logged per-level decoder losses were seen to differ in their last float bits between
-    identical runs (README: known gaps); tests/entry/test_reliability.py passes this count to its
+    identical runs (docs/status.md: known gaps); tests/entry/test_reliability.py passes this count to its
     subprocesses."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

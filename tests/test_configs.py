@@ -54,9 +54,7 @@ def test_config_parses_and_builds(config):
     else:
         artifact = resolve_macros(gin.query_parameter("train_decoder.semantic_ids"))  # %SEMANTIC_IDS
         assert artifact.endswith("semantic_ids.pt")
-        model = RetrievalModel(
-            codebook_size=8, n_levels=4, max_items=gin.query_parameter("SeqData.max_items")
-        )
+        model = RetrievalModel(codebook_size=8, n_codes=4, max_items=gin.query_parameter("SeqData.max_items"))
         assert sum(p.numel() for p in model.parameters()) > 0
 
 
@@ -82,7 +80,7 @@ def test_recipe_composes_with_the_paper_model_at_the_study_budget(recipe):
     schedule = gin.query_parameter("train_decoder.schedule").selector
     if schedule == "warmup_cosine":
         assert gin.query_parameter("warmup_cosine.total_steps") == steps
-    model = RetrievalModel(codebook_size=8, n_levels=4, max_items=gin.query_parameter("SeqData.max_items"))
+    model = RetrievalModel(codebook_size=8, n_codes=4, max_items=gin.query_parameter("SeqData.max_items"))
     assert model.label_smoothing == (0.1 if "smoothing" in recipe else 0.0)
 
 

@@ -74,7 +74,7 @@ def load_semantic_ids(path: str, item_keys: Sequence[str]) -> SemanticIds:
 
 def make_model(sem: SemanticIds, max_items: int) -> RetrievalModel:
     """The gin-configured retriever, sized by the stage-1 artifact (K, C) and the history length."""
-    return RetrievalModel(codebook_size=sem.codebook_size, n_levels=sem.codes.shape[1], max_items=max_items)
+    return RetrievalModel(codebook_size=sem.codebook_size, n_codes=sem.codes.shape[1], max_items=max_items)
 
 
 def eval_loader(

@@ -26,7 +26,7 @@ K, C, N = 4, 3, 5
 def tiny_model(seed: int = 0) -> RetrievalModel:
     torch.manual_seed(seed)
     model = RetrievalModel(
-        codebook_size=K, n_levels=C, embed_dim=16, d_model=16, n_heads=2, n_encoder_layers=1,
+        codebook_size=K, n_codes=C, embed_dim=16, d_model=16, n_heads=2, n_encoder_layers=1,
         n_decoder_layers=1, ffn_dim=32, dropout=0.0, max_items=N, user_buckets=4,
     )  # fmt: skip
     return model.eval()

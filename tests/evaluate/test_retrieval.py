@@ -3,7 +3,7 @@ from typing import NamedTuple
 
 import torch
 
-from evaluate.popularity import item_counts, popularity_baseline, popularity_hit_rank
+from evaluate.popularity import popularity_baseline, popularity_hit_rank
 from evaluate.retrieval import evaluate_retrieval
 from modules.prefix_trie import PrefixTrie
 from modules.tokens import TokenBatch
@@ -87,11 +87,6 @@ def test_max_batches_and_invalid_rate_with_padding():
     out = run(FavouringModel(flip_last=False), torch.arange(12), width=15, max_batches=2)
     assert out["eval/users"] == 8
     assert math.isclose(out["eval/invalid_rate"], 3 / 15, rel_tol=1e-6)  # 12 items, 15 beams
-
-
-def test_item_counts():
-    items = torch.tensor([[0, 2, 2, -1], [3, 0, -1, -1]])
-    assert item_counts(items, 5).tolist() == [2, 0, 2, 1, 0]
 
 
 def test_popularity_baseline_by_hand():

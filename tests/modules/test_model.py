@@ -43,7 +43,7 @@ def _decode_all(model, batch) -> torch.Tensor:
 @pytest.mark.parametrize("user_buckets", [7, 0])
 def test_cached_decoding_equals_teacher_forcing(user_buckets):
     model, batch = _model(user_buckets=user_buckets), _batch()
-    assert (model.user is None) == (user_buckets == 0)
+    assert (model.user_embedding is None) == (user_buckets == 0)
     assert_close(_decode_all(model, batch), model(batch).logits)
 
 
@@ -97,8 +97,9 @@ def test_padding_width_and_garbage_do_not_matter():
 def _padded_encoder_reference(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """The encoder on the padded grid [B, S, D], with a key-padding mask and naive attention."""
     grid = history_grid(batch.history, batch.lengths, user_token=True)
-    x = model.codes(grid.level, grid.code) + model.level(grid.level) + model.item_position(grid.position)
-    x[:, 0] = model.user(batch.user_ids)
+    x = model.code_embedding(grid.level, grid.code) + model.level_embedding(grid.level)
+    x = x + model.position_embedding(grid.position)
+    x[:, 0] = model.user_embedding(batch.user_ids)
     x = model.encoder_input(x)
     mask = valid_mask(grid.lengths, x.shape[1])
     for layer in model.encoder.layers:
@@ -199,11 +200,12 @@ def test_history_longer_than_position_table_is_rejected():
 def test_every_embedding_gets_gradient():
     model, batch = _model(), _batch()
     model(batch).loss.backward()
-    users = model.user.table.weight.grad.abs().sum(-1)
+    users = model.user_embedding.table.weight.grad.abs().sum(-1)
     assert (users > 0).sum() == len(set(hash_user_ids(batch.user_ids, 7).tolist()))
-    for param in (model.codes.table.weight, model.item_position.weight, model.level.weight, model.bos):
+    tables = (model.code_embedding.table, model.position_embedding, model.level_embedding)
+    for param in (*(table.weight for table in tables), model.bos):
         assert param.grad.abs().sum() > 0
-    assert model.codes.table.weight.grad[C * K].abs().sum() == 0  # padding row
+    assert model.code_embedding.table.weight.grad[C * K].abs().sum() == 0  # padding row
 
 
 @pytest.mark.gpu
@@ -218,3 +220,21 @@ def test_cuda_matches_cpu():
         atol=1e-4,
         rtol=1e-4,
     )
+
+
+def test_checkpoints_with_the_old_table_names_load_unchanged():
+    """Before 2026-12-02 the tables were named codes / item_position / level / user / target_level."""
+    model, batch = _model(), _batch()
+    old = {}
+    for key, value in model.state_dict().items():
+        for new, former in (("code_embedding.", "codes."), ("position_embedding.", "item_position."),
+                            ("target_level_embedding.", "target_level."), ("level_embedding.", "level."),
+                            ("user_embedding.", "user.")):  # fmt: skip
+            if key.startswith(new):
+                key = former + key[len(new) :]
+                break
+        old[key] = value.clone()
+    assert "codes.table.weight" in old and "target_level.weight" in old and "user.table.weight" in old
+    fresh = RetrievalModel(K, C, **{**TINY, "user_buckets": 7}).eval()
+    fresh.load_state_dict(old)
+    assert_close(fresh(batch).logits, model(batch).logits)

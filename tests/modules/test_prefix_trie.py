@@ -43,11 +43,11 @@ def test_item_of_roundtrip_and_non_items():
 
 
 def test_valid_mask_equals_brute_force_on_random_codes():
-    n_levels, k = 3, 5
-    all_tuples = torch.tensor(list(itertools.product(range(k), repeat=n_levels)))
+    n_codes, k = 3, 5
+    all_tuples = torch.tensor(list(itertools.product(range(k), repeat=n_codes)))
     codes = all_tuples[torch.randperm(len(all_tuples))[:40]]
     trie = PrefixTrie.from_codes(codes, k)
-    for level in range(n_levels):
+    for level in range(n_codes):
         prefixes = torch.unique(codes[:, :level], dim=0) if level else codes[:1, :0]
         nodes = torch.zeros(len(prefixes), dtype=torch.long)
         for l in range(level):  # walk each prefix down to its node

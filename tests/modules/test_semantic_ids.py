@@ -5,7 +5,7 @@ import torch
 
 from data.artifact import SemanticIds
 from data.files import DamagedFileError, RunFileWriteError
-from modules.semantic_ids import append_collision_code, build_item_lookup, lookup_items, tuple_keys
+from modules.semantic_ids import append_collision_code
 
 K = 8
 
@@ -92,16 +92,3 @@ def test_artifact_validates_its_fields():
         SemanticIds(codes[:, :2], K, 2, ["a", "b"])
     with pytest.raises(ValueError, match="outside"):
         SemanticIds(codes, 2, 2, ["a", "b"])
-
-
-def test_lookup_maps_full_tuples_to_items():
-    ids = _artifact(30)
-    lookup = ids.lookup()
-    assert torch.equal(lookup_items(lookup, ids.codes), torch.arange(30))
-    batch = ids.codes[torch.tensor([[3, 7], [0, 29]])]  # [B=2, W=2, C]
-    assert lookup_items(lookup, batch).tolist() == [[3, 7], [0, 29]]
-    absent = torch.tensor([[0, 0, 0, 7], [-1, 0, 0, 0], [K, 0, 0, 0]])  # rank 7 never occurs with n=30
-    assert lookup_items(lookup, absent).tolist() == [-1, -1, -1]
-    assert tuple_keys(torch.tensor([1, 2, 3]), 10).item() == 123
-    empty = build_item_lookup(torch.zeros(0, 4, dtype=torch.long), K)
-    assert lookup_items(empty, ids.codes[:2]).tolist() == [-1, -1]
