@@ -1,4 +1,5 @@
-"""The results tables (README, docs/results.md), rendered from results rows (bench.quality) and re-evaluations (evaluate.run).
+"""The results tables (README, docs/results.md), rendered from results rows (bench.quality) and
+re-evaluations (evaluate.run).
 
     python -m bench.results_table docs/results/beauty-cpu-paper.json docs/results/toys-cpu-paper.json ... \
         [--eval docs/results/beauty-cpu-paper-eval-test-beam20.json ...]

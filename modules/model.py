@@ -42,7 +42,7 @@ class ModelOutput(NamedTuple):
 class DecodeState(NamedTuple):
     """Incremental-decoding state (see `RetrievalModel.start/step/reorder`).
 
-    memory: [T, L, 2, H, Dh] cross-attention K/V of every decoder layer over the packed encoder tokens, one
+    memory: [ΣS, L, 2, H, Dh] cross-attention K/V of every decoder layer over the packed encoder tokens, one
     copy per user (users sorted by length, `groups`); groups: LengthGroups of the B users (tensors and ints);
     self_k, self_v: [R, L, H, t, Dh] decoder self-attention cache of the t positions fed so far;
     row_user: [R] int64, the user (original batch row) of each decoding row.
@@ -151,13 +151,13 @@ class RetrievalModel(nn.Module):
             )
 
     def _encode(self, batch: TokenBatch) -> tuple[torch.Tensor, LengthGroups]:
-        """-> (encoder output [T, D] packed, rows sorted by length; groups). Host syncs, once per batch: the
+        """-> (encoder output [ΣS, D] packed, rows sorted by length; groups). Host syncs, once per batch: the
         token lengths (LengthGroups) and the packing mask (a no-op on CPU)."""
         self._check(batch)
         grid = history_grid(batch.history, batch.lengths, user_token=self.user_embedding is not None)
         groups = length_groups(grid.lengths)
         fields = torch.stack([grid.code, grid.level, grid.position], dim=-1)[groups.order]  # [B, S, 3]
-        code, level, position = pack(fields, groups.lengths).unbind(-1)  # [T] each
+        code, level, position = pack(fields, groups.lengths).unbind(-1)  # [ΣS] each
         x = self.code_embedding(level, code) + self.level_embedding(level) + self.position_embedding(position)
         if self.user_embedding is not None:  # the user token is the first token of each row
             x = x.index_copy(0, groups.offsets[:-1], self.user_embedding(batch.user_ids[groups.order]))
@@ -192,7 +192,7 @@ class RetrievalModel(nn.Module):
     def start(self, batch: TokenBatch) -> DecodeState:
         """Run the encoder once for B rows; precompute every decoder layer's cross-attention K/V per user."""
         enc, groups = self._encode(batch)
-        memory = self.decoder.memory(enc)  # [T, L, 2, H, Dh]
+        memory = self.decoder.memory(enc)  # [ΣS, L, 2, H, Dh]
         _, n_layers, _, n_heads, head_dim = memory.shape
         empty = memory.new_zeros(len(groups.order), n_layers, n_heads, 0, head_dim)
         row_user = torch.arange(len(groups.order), device=memory.device)

@@ -69,23 +69,28 @@ class SasRec(nn.Module):
         if loss not in ("bce", "ce"):
             raise ValueError(f'SasRec.loss must be "bce" or "ce", got {loss!r}')
         self.n_items, self.max_len, self.loss_kind = n_items, max_len, loss
-        self.item = nn.Embedding(n_items + 1, d_model, padding_idx=n_items)  # row I = padding
-        self.position = nn.Embedding(max_len, d_model)
+        self.item_embedding = nn.Embedding(n_items + 1, d_model, padding_idx=n_items)  # row I = padding
+        self.position_embedding = nn.Embedding(max_len, d_model)
         self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
-        for table in (self.item, self.position):
+        for table in (self.item_embedding, self.position_embedding):
             nn.init.normal_(table.weight, std=init_std)
         with torch.no_grad():
-            self.item.weight[n_items].zero_()  # the padding row
+            self.item_embedding.weight[n_items].zero_()  # the padding row
 
     def hidden(self, items: torch.Tensor) -> torch.Tensor:
         """items: [B, T] int64 right-aligned, -1 = padding, T ≤ max_len -> [B, T, D] (padded positions
         zeroed). Column t has position max_len - T + t: a window cut to its last T columns (trim_padding)
         gives the same outputs there."""
         valid = items >= 0
-        x = self.item(items.masked_fill(~valid, self.n_items)) * self.item.embedding_dim**0.5
-        x = self.drop(x + self.position.weight[self.max_len - items.shape[1] :]) * valid.unsqueeze(-1)
+        x = (
+            self.item_embedding(items.masked_fill(~valid, self.n_items))
+            * self.item_embedding.embedding_dim**0.5
+        )
+        x = self.drop(x + self.position_embedding.weight[self.max_len - items.shape[1] :]) * valid.unsqueeze(
+            -1
+        )
         mask = attention_mask(valid)
         for block in self.blocks:
             x = block(x, mask) * valid.unsqueeze(-1)
@@ -97,12 +102,12 @@ class SasRec(nn.Module):
         h = self.hidden(items)[targets >= 0]  # [P, D]
         pos = targets[targets >= 0]  # [P]
         if self.loss_kind == "ce":
-            return F.cross_entropy(h @ self.item.weight[: self.n_items].T, pos)
+            return F.cross_entropy(h @ self.item_embedding.weight[: self.n_items].T, pos)
         neg = torch.randint(0, self.n_items, pos.shape, generator=generator, device=pos.device)
-        s_pos = (h * self.item(pos)).sum(-1)
-        s_neg = (h * self.item(neg)).sum(-1)
+        s_pos = (h * self.item_embedding(pos)).sum(-1)
+        s_neg = (h * self.item_embedding(neg)).sum(-1)
         return F.softplus(-s_pos).mean() + F.softplus(s_neg).mean()  # -log σ(s⁺) - log(1 - σ(s⁻))
 
     def scores(self, items: torch.Tensor) -> torch.Tensor:
         """items: [B, T] right-aligned histories -> [B, I] score of every item as the next one."""
-        return self.hidden(*trim_padding(items))[:, -1] @ self.item.weight[: self.n_items].T
+        return self.hidden(*trim_padding(items))[:, -1] @ self.item_embedding.weight[: self.n_items].T

@@ -1,6 +1,6 @@
 """Encoder and decoder stacks on length-grouped jagged batches, with a KV cache for incremental decoding.
 
-Encoder: packed tokens `[T, D]` (rows sorted by length, ops/jagged.py `LengthGroups`); norms, projections and
+Encoder: packed tokens `[ΣS, D]` (rows sorted by length, ops/jagged.py `LengthGroups`); norms, projections and
 the feed-forward run on the packed tokens, bidirectional self-attention runs per equal-length block.
 Decoder: dense `[B, T, D]` (every row has the same T = C positions, in the encoder's sorted row order); causal
 self-attention, cross-attention to the encoder tokens of the same row, feed-forward.
@@ -100,9 +100,9 @@ class SelfAttention(nn.Module):
         return rearrange(self.qkv(x), "... (three h d) -> three ... h d", three=3, h=self.n_heads)
 
     def forward_grouped(self, x: torch.Tensor, groups: LengthGroups) -> torch.Tensor:
-        """Bidirectional within each row. x: [T, D] packed, sorted by length -> [T, D]."""
+        """Bidirectional within each row. x: [ΣS, D] packed, sorted by length -> [ΣS, D]."""
         qkv = rearrange(self.qkv(x), "t (three h d) -> t three h d", three=3, h=self.n_heads)
-        out = grouped_self_attention(qkv, groups.rows, groups.sizes, self._p())  # [T, H, Dh]
+        out = grouped_self_attention(qkv, groups.rows, groups.sizes, self._p())  # [ΣS, H, Dh]
         return self.out(rearrange(out, "t h d -> t (h d)"))
 
     def forward_causal(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +134,7 @@ class CrossAttention(nn.Module):
         return self.attn_dropout if self.training else 0.0
 
     def forward_grouped(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: LengthGroups):
-        """x: [B, Tq, D] rows in groups' order; k, v: [T, H, Dh] packed encoder memory -> [B, Tq, D]."""
+        """x: [B, Tq, D] rows in groups' order; k, v: [ΣS, H, Dh] packed encoder memory -> [B, Tq, D]."""
         batch, n_queries, _ = x.shape
         q = rearrange(self.q(x), "b s (h d) -> (b s) h d", h=self.n_heads)
         q_sizes = (n_queries,) * len(groups.rows)
@@ -143,7 +143,7 @@ class CrossAttention(nn.Module):
 
     def forward_step(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: LengthGroups):
         """x: [R, D], R = B·G rows, user-major (row r belongs to memory row r // G, original order);
-        k, v: [T, H, Dh] packed memory of the B rows in groups' order -> [R, D].
+        k, v: [ΣS, H, Dh] packed memory of the B rows in groups' order -> [R, D].
         The G rows of a memory row attend to one shared copy of it (no per-row K/V)."""
         x = rearrange(x, "(b g) d -> b g d", b=len(groups.order))[groups.order]  # [B, G, D], sorted
         out = self.forward_grouped(x, k, v, groups)[groups.inverse]  # [B, G, D], original order
@@ -172,7 +172,7 @@ class EncoderLayer(_Block):
         self.attn_norm, self.ffn_norm = make_norm(cfg.norm, cfg.dim), make_norm(cfg.norm, cfg.dim)
 
     def forward(self, x: torch.Tensor, groups: LengthGroups) -> torch.Tensor:
-        """x: [T, D] packed, sorted by length -> [T, D]."""
+        """x: [ΣS, D] packed, sorted by length -> [ΣS, D]."""
         x = self._out(x, self.attn.forward_grouped(self._in(x, self.attn_norm), groups), self.attn_norm)
         return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm)
 
@@ -184,14 +184,14 @@ class DecoderLayer(_Block):
         self.self_norm, self.cross_norm, self.ffn_norm = (make_norm(cfg.norm, cfg.dim) for _ in range(3))
 
     def forward(self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor], groups: LengthGroups):
-        """x: [B, T, D] rows in groups' order; memory: (k, v), each [T_enc, H, Dh] -> [B, T, D]."""
+        """x: [B, T, D] rows in groups' order; memory: (k, v), each [ΣS, H, Dh] -> [B, T, D]."""
         x = self._out(x, self.self_attn.forward_causal(self._in(x, self.self_norm)), self.self_norm)
         y = self.cross_attn.forward_grouped(self._in(x, self.cross_norm), *memory, groups)
         x = self._out(x, y, self.cross_norm)
         return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm)
 
     def step(self, x, past_k, past_v, memory, groups: LengthGroups):
-        """x: [R, D] user-major; past_k/v: [R, H, t, Dh]; memory: (k, v) [T_enc, H, Dh]
+        """x: [R, D] user-major; past_k/v: [R, H, t, Dh]; memory: (k, v) [ΣS, H, Dh]
         -> (x [R, D], k [R, H, t+1, Dh], v [R, H, t+1, Dh])."""
         y, k, v = self.self_attn.forward_step(self._in(x, self.self_norm), past_k, past_v)
         x = self._out(x, y, self.self_norm)
@@ -201,7 +201,7 @@ class DecoderLayer(_Block):
 
 
 class Encoder(nn.Module):
-    """n_layers EncoderLayers + final norm. [T, D] packed -> [T, D]."""
+    """n_layers EncoderLayers + final norm. [ΣS, D] packed -> [ΣS, D]."""
 
     def __init__(self, n_layers: int, cfg: BlockConfig):
         super().__init__()
@@ -223,7 +223,7 @@ class Decoder(nn.Module):
         self.norm = make_norm(cfg.norm, cfg.dim)
 
     def memory(self, enc: torch.Tensor) -> torch.Tensor:
-        """enc: [T, D] encoder output -> cross-attention K/V of every layer, [T, L, 2, H, Dh] (one GEMM with
+        """enc: [ΣS, D] encoder output -> cross-attention K/V of every layer, [ΣS, L, 2, H, Dh] (one GEMM with
         the layers' kv weights stacked); computed once per batch."""
         weight = torch.cat([layer.cross_attn.kv.weight for layer in self.layers])  # [L·2·H·Dh, D]
         n_layers, n_heads = len(self.layers), self.layers[0].cross_attn.n_heads
@@ -231,19 +231,19 @@ class Decoder(nn.Module):
 
     @staticmethod
     def _per_layer(memory: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-        """[T, L, 2, H, Dh] -> per layer (k, v) views [T, H, Dh]. unbind, not indexing: its backward is one
+        """[ΣS, L, 2, H, Dh] -> per layer (k, v) views [ΣS, H, Dh]. unbind, not indexing: its backward is one
         stack into the GEMM's layout, not a zero-filled full-size gradient per view."""
         return [kv.unbind(1) for kv in memory.unbind(1)]
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, groups: LengthGroups) -> torch.Tensor:
-        """Teacher-forced. x: [B, T, D] rows in groups' order; memory: [T_enc, L, 2, H, Dh] -> [B, T, D]."""
+        """Teacher-forced. x: [B, T, D] rows in groups' order; memory: [ΣS, L, 2, H, Dh] -> [B, T, D]."""
         for layer, kv in zip(self.layers, self._per_layer(memory)):
             x = layer(x, kv, groups)
         return self.norm(x)
 
     def step(self, x, past_k, past_v, memory: torch.Tensor, groups: LengthGroups):
         """x: [R, D] user-major; past_k/v: [R, L, H, t, Dh] (rows first: reordering beams copies whole rows);
-        memory: [T_enc, L, 2, H, Dh] -> (out [R, D], k [R, L, H, t+1, Dh], v [R, L, H, t+1, Dh])."""
+        memory: [ΣS, L, 2, H, Dh] -> (out [R, D], k [R, L, H, t+1, Dh], v [R, L, H, t+1, Dh])."""
         ks, vs = [], []
         for layer, kv, *past in zip(self.layers, self._per_layer(memory), past_k.unbind(1), past_v.unbind(1)):
             x, k, v = layer.step(x, *past, kv, groups)

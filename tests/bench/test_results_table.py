@@ -1,4 +1,5 @@
-"""The results tables (README, docs/results.md) are rendered from the JSON rows the runs wrote: each number and command comes from one."""
+"""The results tables (README, docs/results.md) are rendered from the JSON rows the runs wrote: each number
+and command comes from one."""
 
 import json
 

@@ -64,7 +64,7 @@ def test_bce_loss_formula():
     loss = model.loss(items, targets, torch.Generator().manual_seed(3))
     neg = torch.randint(0, 30, (4,), generator=torch.Generator().manual_seed(3))
     h = model.hidden(items)[targets >= 0]
-    emb = model.item.weight
+    emb = model.item_embedding.weight
     pos = targets[targets >= 0]
     expected = -torch.log(torch.sigmoid((h * emb[pos]).sum(-1))).mean()
     expected = expected - torch.log(1 - torch.sigmoid((h * emb[neg]).sum(-1))).mean()
@@ -75,10 +75,10 @@ def test_ce_loss_is_softmax_over_all_items():
     model = _model(loss="ce")
     items, targets = torch.tensor([[-1, 1, 2, 3, 4, 5]]), torch.tensor([[-1, 2, 3, -1, 5, 6]])
     h = model.hidden(items)[targets >= 0]
-    log_p = (h @ model.item.weight[:30].T).log_softmax(-1)
+    log_p = (h @ model.item_embedding.weight[:30].T).log_softmax(-1)
     expected = -log_p.gather(1, targets[targets >= 0][:, None]).mean()
     assert_close(model.loss(items, targets), expected)
-    assert_close(model.scores(items), model.hidden(items)[:, -1] @ model.item.weight[:30].T)
+    assert_close(model.scores(items), model.hidden(items)[:, -1] @ model.item_embedding.weight[:30].T)
 
 
 def test_trimmed_padding_gives_the_same_outputs():
@@ -92,5 +92,5 @@ def test_trimmed_padding_gives_the_same_outputs():
 
 def test_embeddings_start_small_and_padding_row_is_zero():
     model = SasRec(n_items=500, d_model=32, init_std=0.05)
-    assert abs(float(model.item.weight[:500].detach().std()) - 0.05) < 0.005
-    assert (model.item.weight[500] == 0).all()
+    assert abs(float(model.item_embedding.weight[:500].detach().std()) - 0.05) < 0.005
+    assert (model.item_embedding.weight[500] == 0).all()
