@@ -10,8 +10,9 @@ import gin
 import numpy as np
 
 import data.amazon  # noqa: F401  (registers load_amazon)
+import data.embed  # noqa: F401  (registers item_embeddings)
 import data.movielens  # noqa: F401  (registers load_movielens, load_sequence_file)
-import data.processed  # noqa: F401  (registers SeqData, item_embeddings)
+import data.processed  # noqa: F401  (registers SeqData)
 import data.synthetic  # noqa: F401  (registers load_synthetic)
 from data.processed import MIN_ITEMS
 from data.schema import RawDataset
