@@ -21,7 +21,6 @@ from data.files import atomic_save, load_tensors, write_json
 from evaluate.metrics import renamed, with_standard_errors
 from evaluate.popularity import split_baseline
 from evaluate.retrieval import evaluate_retrieval
-from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
 from training.checkpoint import (
     CHECKPOINT_KEY,
@@ -49,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 class Components(NamedTuple):
     """Everything the loop needs, built from gin and (when present) the run's checkpoint."""
 
-    model: RetrievalModel
+    model: torch.nn.Module  # RetrievalModel or DecoderOnlyModel (make_model.architecture)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     start: int

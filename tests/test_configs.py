@@ -5,16 +5,20 @@ from pathlib import Path
 
 import gin
 import pytest
+import torch
 
 import train_decoder  # noqa: F401  (registers train_decoder and the stage-2 configurables)
 import train_rqvae  # noqa: F401
+from data.artifact import SemanticIds
 from evaluate import sasrec  # noqa: F401  (registers train_sasrec and SasRec)
+from modules.decoder_only import DecoderOnlyModel
 from modules.model import RetrievalModel
 from modules.rq_kmeans import RqKMeans
 from modules.rqvae import RqVae
 from modules.sasrec import SasRec
 from training.bindings import resolve_macros
 from training.cli import load_gin
+from training.retriever import make_model
 
 CONFIGS = sorted(str(p) for p in Path("configs").glob("*.gin"))
 
@@ -58,7 +62,22 @@ def test_config_parses_and_builds(config):
         assert sum(p.numel() for p in model.parameters()) > 0
 
 
-RECIPES = sorted(str(p) for p in Path("configs/recipes").glob("*.gin") if not p.stem.endswith("_protocol"))
+RECIPES = sorted(
+    str(p)
+    for p in Path("configs/recipes").glob("*.gin")
+    if not p.stem.endswith("_protocol") and p.stem != "decoder_only"
+)
+
+
+def test_decoder_only_recipe_builds_its_model_and_counts_targets():
+    """Its budget is ≈ 1.0 M training targets: windows of max_items + 1 items, ≈ 5.57 targets each."""
+    load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only.gin"], [])
+    assert gin.query_parameter("SeqData.train_examples") == "windows"
+    sem = SemanticIds(torch.zeros(3, 4, dtype=torch.long) + torch.arange(3)[:, None], 8, 3, ["a", "b", "c"])
+    model = make_model(sem, gin.query_parameter("SeqData.max_items"))
+    assert isinstance(model, DecoderOnlyModel) and model.every_target and len(model.layers) == 8
+    steps, batch = (gin.query_parameter(f"train_decoder.{k}") for k in ("iterations", "batch_size"))
+    assert abs(steps * batch * 131_413 / 23_607 - 1_000_000) < 2_000  # Beauty: targets / windows
 
 
 @pytest.mark.parametrize("protocol", sorted(Path("configs/recipes").glob("*_protocol.gin")))

@@ -18,6 +18,7 @@ from data.files import load_tensors
 from data.processed import SeqData, random_suffix
 from data.registry import build_dataset
 from data.schema import RawDataset
+from modules.decoder_only import DecoderOnlyModel  # noqa: F401  (registers it for make_model.architecture)
 from modules.model import RetrievalModel
 from modules.tokens import tokenize
 from training.bindings import resolve_macros
@@ -72,9 +73,14 @@ def load_semantic_ids(path: str, item_keys: Sequence[str]) -> SemanticIds:
     return sem
 
 
-def make_model(sem: SemanticIds, max_items: int) -> RetrievalModel:
-    """The gin-configured retriever, sized by the stage-1 artifact (K, C) and the history length."""
-    return RetrievalModel(codebook_size=sem.codebook_size, n_codes=sem.codes.shape[1], max_items=max_items)
+@gin.configurable(denylist=["sem", "max_items"])
+def make_model(
+    sem: SemanticIds, max_items: int, architecture: Callable[..., torch.nn.Module] = RetrievalModel
+) -> torch.nn.Module:
+    """The gin-configured retriever, sized by the stage-1 artifact (K, C) and the history length.
+    architecture: RetrievalModel (TIGER's encoder-decoder) or `@DecoderOnlyModel`
+    (modules/decoder_only.py); both follow the decoding protocol of modules/generation.py."""
+    return architecture(codebook_size=sem.codebook_size, n_codes=sem.codes.shape[1], max_items=max_items)
 
 
 def eval_loader(

@@ -4,7 +4,9 @@ import pytest
 
 import train_decoder
 from data.files import load_tensors
+from modules.decoder_only import DecoderOnlyModel
 from training.guards import NonFiniteLossError
+from training.retriever import load_run
 
 
 @pytest.fixture
@@ -97,3 +99,27 @@ def test_subsequence_examples_train_and_resume_exactly(tmp_path, semantic_ids):
     assert plain["iterations"] == 20
     other = {r["step"]: r["train/loss"] for r in rows(tmp_path / "plain") if "train/loss" in r}
     assert sliding[10] != other[10]  # the cut histories are really different batches
+
+
+DECODER_ONLY = (
+    "make_model.architecture = @DecoderOnlyModel",
+    'SeqData.train_examples = "windows"',
+    "DecoderOnlyModel.embed_dim = 16",
+    "DecoderOnlyModel.d_model = 16",
+    "DecoderOnlyModel.n_heads = 2",
+    "DecoderOnlyModel.head_dim = 8",
+    "DecoderOnlyModel.n_layers = 2",
+    "DecoderOnlyModel.ffn_dim = 32",
+    "train_decoder.eval_every = 10",
+)
+
+
+def test_decoder_only_trains_evaluates_resumes_and_reloads(tmp_path, semantic_ids):
+    full = run(tmp_path / "full", semantic_ids, *DECODER_ONLY, "adamw.lr = 0.003")
+    run(tmp_path / "split", semantic_ids, *DECODER_ONLY, "adamw.lr = 0.003", "train_decoder.iterations = 20")
+    split = run(tmp_path / "split", semantic_ids, *DECODER_ONLY, "adamw.lr = 0.003")
+    assert split["test/recall@10"] == pytest.approx(full["test/recall@10"])
+    curve = {r["step"]: r["train/loss"] for r in rows(tmp_path / "full") if "train/loss" in r}
+    assert curve[max(curve)] < curve[min(curve)]
+    _, _, model = load_run(tmp_path / "full", [])
+    assert isinstance(model, DecoderOnlyModel)  # the run's config.gin rebuilds the same architecture
