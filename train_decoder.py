@@ -21,7 +21,6 @@ from data.files import atomic_save, load_tensors, write_json
 from evaluate.metrics import renamed, with_standard_errors
 from evaluate.popularity import split_baseline
 from evaluate.retrieval import evaluate_retrieval
-from modules.prefix_trie import PrefixTrie
 from training.checkpoint import (
     CHECKPOINT_KEY,
     check_checkpoint,
@@ -29,13 +28,21 @@ from training.checkpoint import (
     resume_from,
     save_checkpoint,
 )
-from training.cli import load_gin, parse_args, run_cli
+from training.cli import ConfigError, load_gin, parse_args, run_cli
 from training.distributed import cross_process, make_accelerator, pool_shard_means
 from training.guards import check_intervals
 from training.logger import make_logger
 from training.loop import BatchOrder, MetricSums, adamw, interval_metrics, progress
 from training.provenance import git_commit, machine, run_dir, write_config
-from training.retriever import DecoderLoop, eval_loader, load_data, make_model, train_batch, train_step
+from training.retriever import (
+    DecoderLoop,
+    eval_loader,
+    load_data,
+    make_model,
+    retrieval_targets,
+    train_batch,
+    train_step,
+)
 from training.selection import Finalists
 
 
@@ -111,7 +118,10 @@ def train(loop: DecoderLoop) -> dict[str, float]:
     run, device, is_main = run_dir(loop.out_dir), accelerator.device, accelerator.is_main_process
     dataset, sem, train_data = load_data(loop.semantic_ids)
     item_codes = sem.codes.to(device)  # [I, C]
-    trie = PrefixTrie.from_codes(sem.codes, sem.codebook_size).to(device)
+    trie, cold = retrieval_targets(sem, dataset, loop.cold_epsilons)
+    if cold is not None and accelerator.num_processes > 1:
+        raise ConfigError("a cold-start artifact's evaluation runs in one process (its group metrics)")
+    trie = trie.to(device)
     model, optimizer, scheduler, start, best, resumed = build(
         sem, train_data.max_items, loop.schedule, resume_from(run / "checkpoint.pt")
     )
@@ -135,7 +145,7 @@ def train(loop: DecoderLoop) -> dict[str, float]:
 
     def retrieval(loader):
         scores = evaluate_retrieval(
-            plain, loader, item_codes, trie, beam_width=loop.beam_width, device=device
+            plain, loader, item_codes, trie, beam_width=loop.beam_width, device=device, cold=cold
         )
         pooled = pool_shard_means(scores, "eval/users", cross_process(accelerator, "sum"))
         return with_standard_errors(pooled, "eval/users")

@@ -15,13 +15,14 @@ import torch
 from tqdm.auto import tqdm
 
 from data.artifact import SemanticIds
+from data.cold_start import cold_items
 from data.embed import item_embeddings
 from data.files import load_tensors, write_json
 from data.registry import build_dataset
+from modules.cold_start import collision_codes_warm_first
 from modules.rq_kmeans import RqKMeans
 from modules.rqvae import RqVae
 from modules.rqvae_metrics import codes_summary
-from modules.semantic_ids import append_collision_code
 from training.checkpoint import load_checkpoint, resume_from, save_checkpoint
 from training.cli import ConfigError, load_gin, parse_args, run_cli
 from training.distributed import cross_process, make_accelerator
@@ -132,8 +133,12 @@ def train(
     seed: int = 42,
     compile: bool = False,
     use_wandb: bool = True,
+    cold_start: bool = False,
 ) -> dict[str, float]:
-    """Step-based training loop (loop settings only; model sizes live on RqVae / RqKMeans)."""
+    """Step-based training loop (loop settings only; model sizes live on RqVae / RqKMeans).
+    cold_start: withhold the items that occur only as validation / test targets (data/cold_start.py) from
+    training and from the codebook initialisation; they still get codes from the trained encoder, and
+    collision codes after the warm items', and the artifact lists them (SemanticIds.cold_items)."""
     if tokenizer not in ("rqvae", "rq_kmeans"):
         raise ConfigError(f"train_rqvae.tokenizer must be 'rqvae' or 'rq_kmeans', got {tokenizer!r}")
     check_intervals("train_rqvae", log_every, eval_every=eval_every, ckpt_every=ckpt_every)
@@ -142,10 +147,16 @@ def train(
     dataset = build_dataset()  # data errors stop the run before its folder exists
     run = run_dir(out_dir)
     emb = item_embeddings(dataset).float()  # [I, E]
+    cold = torch.zeros(len(emb), dtype=torch.bool)
+    if cold_start:
+        cold = torch.from_numpy(cold_items(dataset.sequences, len(emb)))
     train_idx, eval_idx = split_items(len(emb), eval_fraction, seed)
+    train_idx = train_idx[~cold[train_idx]]  # cold items: never a training row nor a k-means seed
     init_idx = kmeans_sample(train_idx, kmeans_items, seed)
     if tokenizer == "rq_kmeans":  # no gradient training: one process fits and writes, the others stop
-        summary = fit_rq_kmeans(run, dataset, emb, init_idx, seed) if accelerator.is_main_process else {}
+        summary = (
+            fit_rq_kmeans(run, dataset, emb, init_idx, seed, cold) if accelerator.is_main_process else {}
+        )
         accelerator.end_training()
         return summary
 
@@ -173,7 +184,8 @@ def train(
             save_state(ckpt, accelerator.unwrap_model(model), optimizer, done, config, metrics, emb)
     summary = {**metrics, "iterations": iterations, "commit": commit, "machine": machine()}
     if accelerator.is_main_process:  # the artifact and metrics.json are the main process's
-        summary.update(write_artifact(run, dataset, accelerator.unwrap_model(model), emb, str(ckpt), config))
+        model = accelerator.unwrap_model(model)
+        summary.update(write_artifact(run, dataset, model, emb, str(ckpt), config, cold))
         write_json(run / "metrics.json", summary)
     logger.close()
     accelerator.end_training()  # destroys the process group: a process exiting with gloo threads aborts
@@ -190,7 +202,7 @@ def save_state(
 
 
 def fit_rq_kmeans(
-    run: Path, dataset, emb: torch.Tensor, init_idx: torch.Tensor, seed: int
+    run: Path, dataset, emb: torch.Tensor, init_idx: torch.Tensor, seed: int, cold: torch.Tensor
 ) -> dict[str, float]:
     """RQ-KMeans: residual k-means on the embeddings, no gradient training; same artifact as the RQ-VAE."""
     model = RqKMeans(input_dim=emb.shape[1])
@@ -198,7 +210,7 @@ def fit_rq_kmeans(
     model.fit(emb[init_idx], generator=torch.Generator().manual_seed(seed))
     config = write_config(run, True)
     save_checkpoint(run / "checkpoint.pt", model=model, optimizer=None, step=0, config=config)
-    final = write_artifact(run, dataset, model, emb, str(run / "checkpoint.pt"), config)
+    final = write_artifact(run, dataset, model, emb, str(run / "checkpoint.pt"), config, cold)
     summary = {**final, "perf/fit_s": time.perf_counter() - t0, "commit": git_commit(), "machine": machine()}
     write_json(run / "metrics.json", summary)
     return summary
@@ -206,14 +218,15 @@ def fit_rq_kmeans(
 
 @torch.inference_mode()
 def write_artifact(
-    run: Path, dataset, model, emb: torch.Tensor, source: str, config: str
+    run: Path, dataset, model, emb: torch.Tensor, source: str, config: str, cold: torch.Tensor
 ) -> dict[str, float]:
-    """Codes for every item in eval mode + collision code -> semantic_ids.pt; returns the code metrics."""
+    """Codes for every item in eval mode + collision code (cold [I] bool items ranked after the warm ones)
+    -> semantic_ids.pt; returns the code metrics."""
     model.eval()
     device = next(iter(model.buffers()), emb).device
     codes = torch.cat([model.encode_codes(chunk.to(device)).cpu() for chunk in emb.split(4096)])  # [I, Q]
     metrics = code_metrics(codes, model.codebook_size)
-    full = append_collision_code(codes, model.codebook_size)  # [I, C]
+    full = collision_codes_warm_first(codes, model.codebook_size, cold)  # [I, C]
     artifact = SemanticIds(
         codes=full,
         codebook_size=model.codebook_size,
@@ -222,6 +235,7 @@ def write_artifact(
         source=source,
         config=config,
         metrics=metrics,
+        cold_items=cold.nonzero().squeeze(1).tolist(),
     )
     artifact.save(run / "semantic_ids.pt")
     tqdm.write(f"wrote {run / 'semantic_ids.pt'}: codes {tuple(full.shape)}, " + _summary_line(metrics))

@@ -36,7 +36,9 @@ class SemanticIds:
 
     codes: [I, C] int64, C = n_levels + 1 (last column = collision code), every row unique, values in [0, K).
     item_keys: dataset item key of each row (ASIN / MovieID); source: where the codes came from (checkpoint
-    path); config: operative gin config text; metrics: code statistics (plain floats).
+    path); config: operative gin config text; metrics: code statistics (plain floats); cold_items: sorted
+    indices of the items withheld from stage-1 training (train_rqvae.cold_start; data/cold_start.py),
+    empty otherwise (and in artifacts written before the field existed).
     """
 
     codes: torch.Tensor
@@ -46,9 +48,13 @@ class SemanticIds:
     source: str = ""
     config: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    cold_items: list[int] = field(default_factory=list)
 
     def __post_init__(self):
         c = self.codes
+        cold = list(self.cold_items)
+        if cold != sorted(set(cold)) or (cold and (cold[0] < 0 or cold[-1] >= c.shape[0])):
+            raise SemanticIdsError(f"cold_items must be sorted distinct indices in [0, {c.shape[0]})")
         if c.dtype != torch.int64 or c.ndim != 2 or c.shape[1] != self.n_levels + 1:
             raise SemanticIdsError(
                 f"codes must be int64 [I, {self.n_levels + 1}] (C = n_levels + 1 with n_levels = "
@@ -71,6 +77,12 @@ class SemanticIds:
         """Build from tokenizer codes [I, Q] by appending the collision code."""
         full = append_collision_code(codes.long().cpu(), codebook_size)
         return cls(full, codebook_size, codes.shape[1], list(item_keys), **extra)
+
+    def warm_items(self) -> torch.Tensor:
+        """[I - |cold|] int64 indices of the items stage 1 trained on (all items without cold start)."""
+        warm = torch.ones(self.codes.shape[0], dtype=torch.bool)
+        warm[torch.tensor(self.cold_items, dtype=torch.long)] = False
+        return warm.nonzero().squeeze(1)
 
     @property
     def n_codes(self) -> int:
@@ -95,6 +107,7 @@ class SemanticIds:
             "source": str(self.source),
             "config": str(self.config),
             "metrics": {str(k): float(v) for k, v in self.metrics.items()},
+            "cold_items": [int(i) for i in self.cold_items],
         }
         atomic_save(payload, path)
 
@@ -114,7 +127,7 @@ class SemanticIds:
         if missing:
             raise SemanticIdsError(f"{path} lacks fields {missing}")
         try:
-            return cls(**{name: payload[name] for name in _FIELDS})
+            return cls(**{name: payload[name] for name in _FIELDS}, cold_items=payload.get("cold_items", []))
         except SemanticIdsError as err:
             raise SemanticIdsError(f"{path}: {err}") from None
 

@@ -7,9 +7,39 @@ import torch
 from tqdm.auto import tqdm
 
 from evaluate.metrics import KS, hit_rank, prefix_hit_rank, ranking_metrics, second_moments
+from modules.cold_start import matching_cold, n_reserved, reserve_cold
 from modules.generation import beam_search
 from modules.prefix_trie import PrefixTrie
 from modules.tokens import tokenize
+
+
+class ColdStart(NamedTuple):
+    """Cold-start retrieval (modules/cold_start.py): codes [Ic, C] and items [Ic] of the cold items; the
+    shares ε of the top max(ks) reserved for them, one evaluation per ε."""
+
+    codes: torch.Tensor
+    items: torch.Tensor
+    epsilons: tuple[float, ...]
+
+
+def cold_ranks(out, targets: torch.Tensor, cold: ColdStart, k: int) -> list[torch.Tensor]:
+    """Per ε: [B] rank of the target in the top k with ⌈ε·k⌉ slots reserved for matching cold items."""
+    codes, items = cold.codes.to(targets.device), cold.items.to(targets.device)
+    ranks = []
+    for epsilon in cold.epsilons:
+        found = matching_cold(out.codes, codes, items, n_reserved(k, epsilon))
+        ranks.append(hit_rank(reserve_cold(out.items, found, k), targets))
+    return ranks
+
+
+def cold_metrics(ranks: list[torch.Tensor], is_cold: torch.Tensor, cold: ColdStart, ks) -> dict[str, float]:
+    """eval/eps{ε}/{all,warm,cold}/recall@k etc. (users whose target is warm / cold), eval/cold_users."""
+    metrics = {"eval/cold_users": int(is_cold.sum())}
+    for epsilon, rank in zip(cold.epsilons, ranks):
+        for group, rows in (("all", slice(None)), ("warm", ~is_cold), ("cold", is_cold)):
+            if rank[rows].numel():
+                metrics.update(ranking_metrics(rank[rows], ks, prefix=f"eval/eps{epsilon:g}/{group}/"))
+    return metrics
 
 
 def _to_device(seq: NamedTuple, device: torch.device) -> NamedTuple:
@@ -37,6 +67,7 @@ def evaluate_retrieval(
     max_batches: int | None = None,
     constrained: bool = True,
     disable_progress: bool = False,
+    cold: ColdStart | None = None,
 ) -> dict[str, float]:
     """Beam-search every batch of `loader` (SeqBatch-like: items [B, N] -1 padded, lengths, user_ids,
     targets [B]) and score the W beams against the target item. item_codes: [I, C] int64.
@@ -45,6 +76,8 @@ def evaluate_retrieval(
     reference's inflated metric, for ablation), eval/ndcg@k_sq (per-user second moments: pool them like the
     means, then evaluate.metrics.with_standard_errors turns them into SEs), eval/invalid_rate (fraction of
     the B·W returned beams that are not items: padding, or non-items when constrained=False) and eval/users.
+    With `cold` (a cold-start run: the trie holds the warm items only) also cold_metrics' keys; those are
+    exact for one process (pool_shard_means weights them by eval/users, not by the group's users).
     """
     assert beam_width >= max(ks), f"beam_width {beam_width} < max k {max(ks)}"
     device = torch.device(device) if device is not None else item_codes.device
@@ -52,7 +85,7 @@ def evaluate_retrieval(
     n_prefix = item_codes.shape[1] - 1
     was_training = model.training
     model.eval()
-    ranks, prefix_ranks = [], []
+    ranks, prefix_ranks, per_epsilon, targets = [], [], [], []
     n_invalid = torch.zeros((), dtype=torch.long, device=device)
     batches = tqdm(loader, desc="eval", total=_n_batches(loader, max_batches), disable=disable_progress)
     for index, seq in enumerate(batches):
@@ -64,6 +97,9 @@ def evaluate_retrieval(
         ranks.append(hit_rank(out.items, seq.targets))
         prefix_ranks.append(prefix_hit_rank(out.codes, tokens.target, n_prefix))
         n_invalid += (out.items < 0).sum()
+        if cold is not None:
+            per_epsilon.append(cold_ranks(out, seq.targets, cold, max(ks)))
+            targets.append(seq.targets)
     model.train(was_training)
     if not ranks:
         raise ValueError("the loader yielded no batches")
@@ -73,4 +109,7 @@ def evaluate_retrieval(
     metrics.update({f"eval/recall@{k}_prefix{n_prefix}": prefix_metrics[f"eval/recall@{k}"] for k in ks})
     metrics["eval/invalid_rate"] = float(n_invalid) / max(rank.shape[0] * beam_width, 1)
     metrics["eval/users"] = rank.shape[0]
+    if cold is not None:
+        is_cold = torch.isin(torch.cat(targets), cold.items.to(device))
+        metrics.update(cold_metrics([torch.cat(r) for r in zip(*per_epsilon)], is_cold, cold, ks))
     return metrics

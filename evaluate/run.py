@@ -19,10 +19,9 @@ from data.files import write_json
 from evaluate.metrics import KS, renamed
 from evaluate.popularity import split_baseline
 from evaluate.retrieval import evaluate_retrieval
-from modules.prefix_trie import PrefixTrie
 from training.cli import run_cli
 from training.provenance import git_commit, machine
-from training.retriever import eval_loader, load_run
+from training.retriever import eval_loader, load_run, retrieval_targets
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -43,14 +42,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     dataset, sem, model = load_run(run, args.gin)
     loader = eval_loader(dataset, args.split, gin.query_parameter("train_decoder.eval_batch_size"), None)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    trie = PrefixTrie.from_codes(sem.codes, sem.codebook_size).to(device)
+    trie, cold = retrieval_targets(sem, dataset, gin.query_parameter("train_decoder.cold_epsilons"))
+    trie = trie.to(device)  # the warm items' trie for a cold-start run, as in training
     codes, model = sem.codes.to(device), model.to(device)
     pop = split_baseline(dataset, args.split, torch.from_numpy(loader.dataset.targets()))
     pop = renamed(pop, f"pop_{args.split}", "pop")
     rows = []
     for width in args.beam_width:
         t0 = time.perf_counter()
-        scores = evaluate_retrieval(model, loader, codes, trie, beam_width=width, device=device)
+        scores = evaluate_retrieval(model, loader, codes, trie, beam_width=width, device=device, cold=cold)
         row = {
             **renamed(scores, args.split), **pop,
             "beam_width": width, "wall_s": time.perf_counter() - t0, "run": str(run),

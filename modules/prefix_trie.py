@@ -49,8 +49,14 @@ class PrefixTrie:
         return [table.shape[0] for table in self.children] + [self.leaf_item.shape[0]]
 
     @classmethod
-    def from_codes(cls, codes: torch.Tensor, codebook_size: int) -> PrefixTrie:
-        """Build from codes [I, C] int64 in [0, K). Raises if two items share a C-tuple."""
+    def from_codes(
+        cls, codes: torch.Tensor, codebook_size: int, items: torch.Tensor | None = None
+    ) -> PrefixTrie:
+        """Build from codes [I, C] int64 in [0, K). Raises if two items share a C-tuple. items: [I'] int64,
+        build over those rows only (leaves keep their item index: e.g. the warm items of a cold-start run)."""
+        if items is not None:
+            trie = cls.from_codes(codes[items], codebook_size)
+            return cls(trie.children, items.to(trie.leaf_item.device)[trie.leaf_item], codebook_size)
         assert codes.ndim == 2 and codes.shape[0] > 0, f"codes must be [I, C] with I > 0, got {codes.shape}"
         codes = codes.long()
         if int(codes.min()) < 0 or int(codes.max()) >= codebook_size:

@@ -75,7 +75,7 @@ RANGES: dict[str, Bound] = {
     **dict.fromkeys(("gumbel_temperature", "eps", "init_std"), POSITIVE),
     # data
     **dict.fromkeys(("n_items", "n_users", "min_len", "max_len", "n_categories"), AT_LEAST_1),
-    **dict.fromkeys(("p_next", "p_stay"), PROBABILITY),
+    **dict.fromkeys(("p_next", "p_stay", "cold_epsilons"), PROBABILITY),
     "zipf_alpha": NON_NEGATIVE,
     "load_amazon.category": one_of(CATEGORIES),
     "load_movielens.variant": one_of(VARIANT_FILES),

@@ -10,16 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gin
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from data.artifact import SemanticIds, check_items
+from data.artifact import SemanticIds, SemanticIdsError, check_items
+from data.cold_start import cold_items
 from data.files import load_tensors
 from data.processed import SeqData, random_suffix
 from data.registry import build_dataset
 from data.schema import RawDataset
+from evaluate.retrieval import ColdStart
 from modules.decoder_only import DecoderOnlyModel  # noqa: F401  (registers it for make_model.architecture)
 from modules.model import RetrievalModel
+from modules.prefix_trie import PrefixTrie
 from modules.tokens import tokenize
 from training.bindings import resolve_macros
 from training.cli import load_gin
@@ -40,6 +44,10 @@ class DecoderLoop:
     the model; the `finalists` best steps keep their weights, and at the end each is re-scored on the full
     validation split, the winner becoming best.pt. `monitor_test_users` > 0 also logs test metrics on such
     a sample of test users (`test_monitor/...`, for time-to-quality curves only; never used to select).
+
+    Cold start (an artifact from train_rqvae.cold_start): beam search runs over the warm items and every
+    evaluation also reports, for each share ε in `cold_epsilons`, the top k with ⌈ε·k⌉ slots reserved for
+    cold items (evaluate/retrieval.py ColdStart; metrics eval/eps{ε}/{all,warm,cold}/...).
     """
 
     out_dir: str = gin.REQUIRED
@@ -58,12 +66,30 @@ class DecoderLoop:
     schedule: Callable[[int], float] = inverse_sqrt
     seed: int = 42
     use_wandb: bool = True
+    cold_epsilons: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
 
 
 def load_data(semantic_ids: str) -> tuple[RawDataset, SemanticIds, SeqData]:
     """The gin-bound dataset, its stage-1 artifact and the training split."""
     dataset = build_dataset()
     return dataset, load_semantic_ids(semantic_ids, dataset.item_keys), SeqData(dataset, split="train")
+
+
+def retrieval_targets(sem: SemanticIds, dataset: RawDataset, epsilons: Sequence[float]):
+    """(trie, ColdStart | None): the prefix trie beam search runs over (the warm items when the artifact
+    withheld cold items, all items otherwise) and the cold-start evaluation settings. Raises
+    SemanticIdsError when the artifact's cold items are not this dataset's."""
+    if not sem.cold_items:
+        return PrefixTrie.from_codes(sem.codes, sem.codebook_size), None
+    expected = np.flatnonzero(cold_items(dataset.sequences, len(dataset.item_keys))).tolist()
+    if expected != list(sem.cold_items):
+        raise SemanticIdsError(
+            f"the artifact withheld {len(sem.cold_items)} cold items, but this dataset's cold items are "
+            f"{len(expected)} others: train stage 1 with train_rqvae.cold_start on the same dataset"
+        )
+    cold = torch.tensor(sem.cold_items, dtype=torch.long)
+    trie = PrefixTrie.from_codes(sem.codes, sem.codebook_size, sem.warm_items())
+    return trie, ColdStart(sem.codes[cold], cold, tuple(epsilons))
 
 
 def load_semantic_ids(path: str, item_keys: Sequence[str]) -> SemanticIds:

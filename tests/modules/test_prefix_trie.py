@@ -71,3 +71,13 @@ def test_duplicate_tuple_raises():
 def test_codes_out_of_range_raise():
     with pytest.raises(ValueError):
         PrefixTrie.from_codes(CODES, 3)
+
+
+def test_a_trie_over_some_items_keeps_their_item_indices():
+    codes = torch.tensor([[0, 1], [1, 0], [1, 1], [2, 2]])
+    items = torch.tensor([3, 1])
+    trie = PrefixTrie.from_codes(codes, 3, items)
+    assert sorted(trie.leaf_item.tolist()) == [1, 3]
+    assert trie.valid_mask(0, torch.tensor([0])).tolist() == [[False, True, True]]  # codes 1 and 2 start
+    node = trie.advance(0, torch.tensor([0]), torch.tensor([1]))
+    assert trie.valid_mask(1, node).tolist() == [[True, False, False]]  # only (1, 0): item 1

@@ -92,3 +92,16 @@ def test_artifact_validates_its_fields():
         SemanticIds(codes[:, :2], K, 2, ["a", "b"])
     with pytest.raises(ValueError, match="outside"):
         SemanticIds(codes, 2, 2, ["a", "b"])
+
+
+def test_cold_items_round_trip_and_are_checked(tmp_path):
+    ids = _artifact(6)
+    ids.cold_items = [1, 4]
+    ids.save(tmp_path / "s.pt")
+    loaded = SemanticIds.load(tmp_path / "s.pt")
+    assert loaded.cold_items == [1, 4]
+    assert loaded.warm_items().tolist() == [0, 2, 3, 5]
+    assert _artifact(6).warm_items().tolist() == list(range(6))
+    for bad in ([4, 1], [1, 1], [6]):
+        with pytest.raises(ValueError, match="cold_items"):
+            SemanticIds(ids.codes, K, 3, ids.item_keys, cold_items=bad)
