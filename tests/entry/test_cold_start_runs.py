@@ -6,13 +6,13 @@ import pytest
 
 import train_decoder
 import train_rqvae
-
-FEW_USERS = "load_synthetic.n_users = 40"
 from data.artifact import SemanticIds, SemanticIdsError
 from data.cold_start import cold_items
 from data.registry import build_dataset
 from modules.semantic_ids import append_collision_code
 from training.cli import ConfigError, load_gin
+
+FEW_USERS = "load_synthetic.n_users = 40"
 
 
 @pytest.fixture(scope="module")
