@@ -4,7 +4,8 @@
 
 Reads the run's own config.gin (the operative config it was trained with), so the data, the semantic IDs and
 the model sizes match the training run. Writes <run>/eval-<split>-beam<B>.json per width (metrics beside the
-popularity baseline on the same split, commit, machine, wall time) and prints each comparison table.
+popularity baseline on the same split under pop/, the split, commit, machine, wall time) and prints each
+comparison table.
 """
 
 import argparse
@@ -46,14 +47,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     trie = trie.to(device)  # the warm items' trie for a cold-start run, as in training
     codes, model = sem.codes.to(device), model.to(device)
     pop = split_baseline(dataset, args.split, torch.from_numpy(loader.dataset.targets()))
-    pop = renamed(pop, f"pop_{args.split}", "pop")
     rows = []
     for width in args.beam_width:
         t0 = time.perf_counter()
         scores = evaluate_retrieval(model, loader, codes, trie, beam_width=width, device=device, cold=cold)
         row = {
             **renamed(scores, args.split), **pop,
-            "beam_width": width, "wall_s": time.perf_counter() - t0, "run": str(run),
+            "split": args.split, "beam_width": width, "wall_s": time.perf_counter() - t0, "run": str(run),
             "commit": git_commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
         }  # fmt: skip
         write_json(run / f"eval-{args.split}-beam{width}.json", row)

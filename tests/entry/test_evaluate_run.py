@@ -12,7 +12,8 @@ def test_same_beam_reproduces_the_training_test_metrics(finished_run):
     trained = json.loads((finished_run / "metrics.json").read_text())
     for key in ("test/recall@10", "test/ndcg@10", "test/recall@10_prefix3"):
         assert row[key] == pytest.approx(trained[key], abs=1e-7)
-    assert row["pop_test/recall@10"] == pytest.approx(trained["pop/recall@10"])
+    assert row["pop/recall@10"] == pytest.approx(trained["pop/recall@10"])  # the same split's baseline
+    assert row["split"] == "test"
     assert json.loads((finished_run / "eval-test-beam10.json").read_text())["beam_width"] == 10
 
 
