@@ -110,7 +110,6 @@ DECODER_ONLY = (
     "DecoderOnlyModel.head_dim = 8",
     "DecoderOnlyModel.n_layers = 2",
     "DecoderOnlyModel.ffn_dim = 32",
-    "train_decoder.eval_every = 10",
 )
 
 
