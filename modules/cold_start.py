@@ -1,10 +1,12 @@
 """Semantic-ID math for cold-start items: collision codes that leave warm items' IDs as they are, and the
 ε-reservation of TIGER §4 ("cold-start item recommendation").
 
-Retrieval with cold items: beam search runs over the warm items' trie (the model has only learnt those); of
-the top k, the last ⌈ε·k⌉ slots go to cold items whose first Q codes (their RQ-VAE tuple, without the
-collision code) equal a retrieved item's, in the order of the first beam that matches them (then by item
-index). A user with fewer such cold items keeps warm items in the unused slots.
+Retrieval with cold items: beam search runs over the warm items' trie (the model has only learnt those);
+of the top k, the last ⌈ε·k⌉ slots go to cold items whose RQ-VAE codes (without the collision code) share
+a prefix with a retrieved item's: the deepest shared prefix first (all Q codes, as TIGER matches them,
+then Q - 1, ..., down to the first code: with mostly unique Q-tuples few cold items share all Q codes with
+a warm item), then the first beam that shares it, then item index. A user with fewer such cold items keeps
+warm items in the unused slots.
 """
 
 import math
@@ -35,16 +37,17 @@ def matching_cold(
     beam_codes: torch.Tensor, cold_codes: torch.Tensor, cold_items: torch.Tensor, limit: int
 ) -> torch.Tensor:
     """beam_codes [B, W, C] (-1 = padding), cold_codes [Ic, C], cold_items [Ic] -> [B, limit] int64: the
-    cold items whose first C-1 codes equal a beam's, ordered by that first beam, then item index; -1 pads."""
-    n_beams = beam_codes.shape[1]
-    prefix = beam_codes.shape[2] - 1
-    same = (beam_codes[:, :, None, :prefix] == cold_codes[None, None, :, :prefix]).all(-1)  # [B, W, Ic]
-    same &= beam_codes[:, :, None, 0] >= 0
-    first_beam = torch.where(same.any(1), same.int().argmax(1), n_beams)  # [B, Ic], W = no match
+    cold items that share at least their first code with a beam, deepest shared prefix (of the first
+    Q = C - 1 codes) first, then the first beam that shares it, then item index; -1 pads."""
+    n_beams, prefix = beam_codes.shape[1], beam_codes.shape[2] - 1
+    same = beam_codes[:, :, None, :prefix] == cold_codes[None, None, :, :prefix]  # [B, W, Ic, Q]
+    depth = same.int().cumprod(-1).sum(-1) * (beam_codes[:, :, :1] >= 0)  # [B, W, Ic] shared prefix
+    best = depth.max(1).values  # [B, Ic]
+    first_beam = (depth == best.unsqueeze(1)).int().argmax(1)  # [B, Ic] first beam at that depth
     span = int(cold_items.max()) + 1 if cold_items.numel() else 1
-    key = first_beam * span + cold_items  # beam, then item index
+    key = ((prefix - best) * n_beams + first_beam) * span + cold_items  # lower = better
     top = key.topk(min(limit, key.shape[1]), dim=1, largest=False)
-    chosen = torch.where(first_beam.gather(1, top.indices) < n_beams, cold_items[top.indices], -1)
+    chosen = torch.where(best.gather(1, top.indices) >= 1, cold_items[top.indices], -1)
     return torch.nn.functional.pad(chosen, (0, limit - chosen.shape[1]), value=-1)
 
 

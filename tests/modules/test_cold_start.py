@@ -37,6 +37,15 @@ def test_matching_cold_orders_by_first_matching_beam_then_item():
     assert matching_cold(beams, cold_codes, cold_ids, limit=2).tolist() == [[22, 31]]
 
 
+def test_deeper_shared_prefixes_rank_first_and_the_first_code_must_match():
+    beams = torch.tensor([[[1, 2, 3, 0], [4, 5, 6, 0], [7, 8, 9, 0]]])  # [1, W=3, C=4]
+    cold_codes = torch.tensor([[1, 0, 0, 1], [7, 8, 0, 1], [4, 5, 6, 1], [2, 2, 2, 0]])
+    cold_ids = torch.tensor([10, 11, 12, 13])
+    out = matching_cold(beams, cold_codes, cold_ids, limit=4)
+    # 12 shares all 3 codes (beam 1), 11 two (beam 2), 10 one (beam 0); 13 shares no first code
+    assert out.tolist() == [[12, 11, 10, -1]]
+
+
 def test_padding_beams_match_nothing():
     beams = torch.full((1, 2, 3), -1)
     out = matching_cold(beams, torch.tensor([[-1, -1, 0]]), torch.tensor([7]), limit=1)
