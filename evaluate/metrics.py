@@ -77,21 +77,22 @@ def with_standard_errors(metrics: dict[str, float], count_key: str) -> dict[str,
     """Replaces every "<m>_sq" second moment by "<m>_se" and adds "recall@k_se" for every recall@k.
 
     SE of a mean over n users = sqrt((E[x²] − E[x]²) / (n − 1)); for recall, x ∈ {0, 1} so E[x²] = E[x].
-    `count_key` holds n (e.g. "eval/users"). Keys of prefix-match recalls are left without an SE.
+    `count_key` holds n (e.g. "eval/users"); a metric of a group of users ("<group>/recall@k") uses the
+    group's own "<group>/users" when there is one. Keys of prefix-match recalls are left without an SE.
     """
-    n = float(metrics[count_key])
     out = {k: v for k, v in metrics.items() if not k.endswith("_sq")}
 
-    def se(mean: float, mean_sq: float) -> float:
+    def se(key: str, mean: float, mean_sq: float) -> float:
+        n = float(metrics.get(f"{key.rsplit('/', 1)[0]}/users", metrics[count_key]))
         return max(mean_sq - mean * mean, 0.0) ** 0.5 / max(n - 1.0, 1.0) ** 0.5
 
     for key, value in metrics.items():
         name = key.rsplit("/", 1)[-1]
         if name.startswith("recall@") and name[len("recall@") :].isdigit():
-            out[f"{key}_se"] = se(value, value)
+            out[f"{key}_se"] = se(key, value, value)
         elif key.endswith("_sq"):
             mean_key = key.removesuffix("_sq")
-            out[f"{mean_key}_se"] = se(metrics[mean_key], value)
+            out[f"{mean_key}_se"] = se(mean_key, metrics[mean_key], value)
     return out
 
 

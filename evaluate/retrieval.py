@@ -33,12 +33,15 @@ def cold_ranks(out, targets: torch.Tensor, cold: ColdStart, k: int) -> list[torc
 
 
 def cold_metrics(ranks: list[torch.Tensor], is_cold: torch.Tensor, cold: ColdStart, ks) -> dict[str, float]:
-    """eval/eps{ε}/{all,warm,cold}/recall@k etc. (users whose target is warm / cold), eval/cold_users."""
+    """eval/eps{ε}/{all,warm,cold}/recall@k etc. and .../users (users whose target is warm / cold),
+    eval/cold_users."""
     metrics = {"eval/cold_users": int(is_cold.sum())}
     for epsilon, rank in zip(cold.epsilons, ranks):
         for group, rows in (("all", slice(None)), ("warm", ~is_cold), ("cold", is_cold)):
             if rank[rows].numel():
-                metrics.update(ranking_metrics(rank[rows], ks, prefix=f"eval/eps{epsilon:g}/{group}/"))
+                prefix = f"eval/eps{epsilon:g}/{group}/"
+                metrics.update(ranking_metrics(rank[rows], ks, prefix=prefix))
+                metrics[f"{prefix}users"] = rank[rows].numel()  # the n of this group's standard errors
     return metrics
 
 

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from evaluate.metrics import (
@@ -67,3 +68,10 @@ def test_standard_errors_equal_the_sample_formula():
         gains = torch.where(hits.bool(), 1.0 / torch.log2(rank.clamp(min=0).double() + 2), 0.0)
         assert math.isclose(out[f"recall@{k}_se"], float(hits.std() / math.sqrt(8)), rel_tol=1e-6)
         assert math.isclose(out[f"ndcg@{k}_se"], float(gains.std() / math.sqrt(8)), rel_tol=1e-5)
+
+
+def test_a_group_metric_takes_its_standard_error_from_the_groups_own_count():
+    metrics = {"eval/users": 1000, "eval/recall@10": 0.1, "eval/g/recall@10": 0.5, "eval/g/users": 11}
+    out = with_standard_errors(metrics, "eval/users")
+    assert out["eval/recall@10_se"] == pytest.approx((0.1 * 0.9 / 999) ** 0.5)
+    assert out["eval/g/recall@10_se"] == pytest.approx((0.5 * 0.5 / 10) ** 0.5)
