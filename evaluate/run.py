@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import gin
 import torch
 
 from data.files import write_json
@@ -22,7 +21,7 @@ from evaluate.popularity import split_baseline
 from evaluate.retrieval import evaluate_retrieval
 from training.cli import run_cli
 from training.provenance import git_commit, machine
-from training.retriever import eval_loader, load_run, retrieval_targets
+from training.retriever import DecoderLoop, eval_loader, load_run, retrieval_targets
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -41,9 +40,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse(argv)
     run = Path(args.run)
     dataset, sem, model = load_run(run, args.gin)
-    loader = eval_loader(dataset, args.split, gin.query_parameter("train_decoder.eval_batch_size"), None)
+    loop = DecoderLoop()  # the run's settings, defaults for those its config.gin predates (cold_epsilons)
+    loader = eval_loader(dataset, args.split, loop.eval_batch_size, None)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    trie, cold = retrieval_targets(sem, dataset, gin.query_parameter("train_decoder.cold_epsilons"))
+    trie, cold = retrieval_targets(sem, dataset, loop.cold_epsilons)
     trie = trie.to(device)  # the warm items' trie for a cold-start run, as in training
     codes, model = sem.codes.to(device), model.to(device)
     pop = split_baseline(dataset, args.split, torch.from_numpy(loader.dataset.targets()))

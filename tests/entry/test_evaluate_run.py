@@ -1,6 +1,7 @@
 """python -m evaluate.run re-evaluates a finished stage-2 run as training did, at other beam widths."""
 
 import json
+import shutil
 
 import pytest
 
@@ -34,3 +35,16 @@ def test_beam_narrower_than_the_largest_k_is_refused(finished_run, capsys):
     with pytest.raises(SystemExit):
         evaluate_run.main([str(finished_run), "--beam-width", "4"])
     assert "must be >= 10" in capsys.readouterr().err
+
+
+def test_a_run_whose_config_predates_cold_epsilons_is_re_evaluated(finished_run, tmp_path):
+    """Runs trained before train_decoder.cold_epsilons existed have no binding for it: the default applies."""
+    old = tmp_path / "old_run"
+    shutil.copytree(finished_run, old, ignore=shutil.ignore_patterns("eval-*.json"))
+    config = (old / "config.gin").read_text()
+    assert "train_decoder.cold_epsilons" in config
+    lines = [line for line in config.splitlines() if not line.startswith("train_decoder.cold_epsilons")]
+    (old / "config.gin").write_text("\n".join(lines) + "\n")
+    (row,) = evaluate_run.main([str(old), "--beam-width", "10"])
+    trained = json.loads((finished_run / "metrics.json").read_text())
+    assert row["test/recall@10"] == pytest.approx(trained["test/recall@10"], abs=1e-7)
