@@ -23,11 +23,11 @@ class ColdStart(NamedTuple):
 
 
 def cold_ranks(out, targets: torch.Tensor, cold: ColdStart, k: int) -> list[torch.Tensor]:
-    """Per ε: [B] rank of the target in the top k with ⌈ε·k⌉ slots reserved for matching cold items."""
-    codes, items = cold.codes.to(targets.device), cold.items.to(targets.device)
+    """Per ε: [B] rank of the target in the top k with ⌈ε·k⌉ slots reserved for matching cold items
+    (cold on the beams' device)."""
     ranks = []
     for epsilon in cold.epsilons:
-        found = matching_cold(out.codes, codes, items, n_reserved(k, epsilon))
+        found = matching_cold(out.codes, cold.codes, cold.items, n_reserved(k, epsilon))
         ranks.append(hit_rank(reserve_cold(out.items, found, k), targets))
     return ranks
 
@@ -85,6 +85,8 @@ def evaluate_retrieval(
     assert beam_width >= max(ks), f"beam_width {beam_width} < max k {max(ks)}"
     device = torch.device(device) if device is not None else item_codes.device
     item_codes, trie = item_codes.to(device), trie.to(device)
+    if cold is not None:
+        cold = cold._replace(codes=cold.codes.to(device), items=cold.items.to(device))
     n_prefix = item_codes.shape[1] - 1
     was_training = model.training
     model.eval()
@@ -113,6 +115,6 @@ def evaluate_retrieval(
     metrics["eval/invalid_rate"] = float(n_invalid) / max(rank.shape[0] * beam_width, 1)
     metrics["eval/users"] = rank.shape[0]
     if cold is not None:
-        is_cold = torch.isin(torch.cat(targets), cold.items.to(device))
+        is_cold = torch.isin(torch.cat(targets), cold.items)
         metrics.update(cold_metrics([torch.cat(r) for r in zip(*per_epsilon)], is_cold, cold, ks))
     return metrics
