@@ -25,6 +25,7 @@ from einops import einsum, rearrange, repeat
 from torch import nn
 
 from modules.embedding import SemIdEmbedder, UserIdEmbedder
+from modules.generation import check_step, user_major_groups
 from modules.model import InputProjection, ModelOutput
 from modules.tokens import TokenBatch
 from modules.transformer import BlockConfig, Dropout, FeedForward, SelfAttention, make_norm
@@ -88,15 +89,6 @@ def append_target(batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
     rows = torch.arange(items.shape[0], device=items.device)
     items[rows, batch.lengths] = batch.target
     return items, batch.lengths + 1
-
-
-def user_major_groups(row_user: torch.Tensor, n_users: int) -> int | None:
-    """G if row r belongs to user r // G for every row (the beam-search layout), else None. One host sync."""
-    n_rows = row_user.shape[0]
-    if n_rows % n_users:
-        return None
-    users = torch.arange(n_users, device=row_user.device).repeat_interleave(n_rows // n_users)
-    return n_rows // n_users if torch.equal(row_user, users) else None
 
 
 @gin.configurable(denylist=["codebook_size", "n_codes", "max_items"])
@@ -204,7 +196,7 @@ class DecoderOnlyModel(nn.Module):
             label_smoothing=self.label_smoothing,
         )  # [B, M-1, C]
         counts = given.float().sum((0, 1))
-        loss_per_level = (ce * given).sum((0, 1)) / counts.clamp(min=1.0)  # [C]
+        loss_per_level = ce.sum((0, 1)) / counts.clamp(min=1.0)  # [C]; ce is 0 where not given
         rows = torch.arange(items.shape[0], device=items.device)
         return ModelOutput(loss_per_level.sum(), loss_per_level, logits[rows, n_items - 2])
 
@@ -220,8 +212,7 @@ class DecoderOnlyModel(nn.Module):
     def step(self, state: DecoderOnlyState, codes: torch.Tensor | None):
         """Feed the code chosen at level t-1 (None at t = 0) -> (logits [R, K] of level t, state)."""
         t = state.level
-        if t >= self.n_codes or (codes is None) != (t == 0):
-            raise ValueError(f"step at level {t} of {self.n_codes} needs codes {'None' if t == 0 else '[R]'}")
+        check_step(t, self.n_codes, codes)
         if codes is None:
             logits = (state.last[state.row_user] @ self.head[0].T).float()
             return logits, state._replace(level=1)

@@ -31,6 +31,22 @@ class DecodingModel(Protocol):
     def reorder(self, state: Any, index: torch.Tensor) -> Any: ...  # rows index [R'] of the state
 
 
+def check_step(level: int, n_codes: int, codes: torch.Tensor | None) -> None:
+    """The protocol's `step` contract: codes None exactly at level 0, and no step past level C-1."""
+    if level >= n_codes or (codes is None) != (level == 0):
+        raise ValueError(f"step at level {level} of {n_codes} needs codes {'None' if level == 0 else '[R]'}")
+
+
+def user_major_groups(row_user: torch.Tensor, n_users: int) -> int | None:
+    """G if decoding row r belongs to user r // G for every row (the beam-search layout, where the G rows
+    of a user can share one copy of its per-user state), else None. One host sync."""
+    n_rows = row_user.shape[0]
+    if n_rows % n_users:
+        return None
+    users = torch.arange(n_users, device=row_user.device).repeat_interleave(n_rows // n_users)
+    return n_rows // n_users if torch.equal(row_user, users) else None
+
+
 class BeamOutput(NamedTuple):
     """codes: [B, W, C] int64 (-1 for padding); items: [B, W] int64 (-1 for padding);
     log_probs: [B, W] float32, cumulative model log-prob, sorted descending (-inf for padding)."""

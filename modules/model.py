@@ -26,6 +26,7 @@ from einops import einsum, rearrange
 from torch import nn
 
 from modules.embedding import SemIdEmbedder, UserIdEmbedder, history_grid
+from modules.generation import check_step, user_major_groups
 from modules.tokens import TokenBatch
 from modules.transformer import BlockConfig, Decoder, Dropout, Encoder, make_norm
 from ops.jagged import LengthGroups, length_groups, pack
@@ -201,8 +202,7 @@ class RetrievalModel(nn.Module):
     def step(self, state: DecodeState, codes: torch.Tensor | None) -> tuple[torch.Tensor, DecodeState]:
         """Feed the code chosen at level t-1 (None at t = 0: BOS) -> (logits [R, K] of level t, state)."""
         t = state.level
-        if t >= self.n_codes or (codes is None) != (t == 0):
-            raise ValueError(f"step at level {t} of {self.n_codes} needs codes {'None' if t == 0 else '[R]'}")
+        check_step(t, self.n_codes, codes)
         n_rows = state.row_user.shape[0]
         x = self.bos.expand(n_rows, -1) if codes is None else self.code_embedding(t - 1, codes)  # [R, E]
         x = self.decoder_input(x + self.target_level_embedding.weight[t])  # [R, D]
@@ -215,11 +215,8 @@ class RetrievalModel(nn.Module):
         """Cross-attention memory for the decoding rows. User-major rows (row r belongs to user r // G: the
         beam-search layout) share the per-user memory as is; any other layout gets a per-row copy. One small
         host sync tells the two apart."""
-        n_users, n_rows = len(state.groups.order), len(state.row_user)
-        if n_rows % n_users == 0:
-            users = torch.arange(n_users, device=state.row_user.device)
-            if torch.equal(state.row_user, users.repeat_interleave(n_rows // n_users)):
-                return state.memory, state.groups
+        if user_major_groups(state.row_user, len(state.groups.order)) is not None:
+            return state.memory, state.groups
         slot = state.groups.inverse[state.row_user]  # [R] sorted slot of each row's user
         row_groups = length_groups(state.groups.lengths[slot])
         starts = state.groups.offsets[slot[row_groups.order]]  # [R] first token of each (sorted) row's user

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from modules.decoder_only import DecoderOnlyModel, append_target, user_major_groups
-from modules.generation import beam_search
+from modules.decoder_only import DecoderOnlyModel, append_target
+from modules.generation import beam_search, user_major_groups
 from modules.prefix_trie import PrefixTrie
 from modules.tokens import TokenBatch
 from ops.jagged import valid_mask
