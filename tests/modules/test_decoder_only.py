@@ -26,17 +26,6 @@ def _batch(lengths=(1, 3, 5, 2, 3), seed=1) -> TokenBatch:
     return TokenBatch(history, lengths, torch.arange(len(lengths)) * 13 + 2, target)
 
 
-def _decode_all(model, batch) -> torch.Tensor:
-    state = model.start(batch)
-    logits, state = model.step(state, None)
-    out = [logits]
-    for t in range(1, C):
-        assert state.level == t
-        logits, state = model.step(state, batch.target[:, t - 1])
-        out.append(logits)
-    return torch.stack(out, dim=1)  # [B, C, K]
-
-
 def test_append_target_writes_after_the_last_item():
     batch = _batch()
     items, n_items = append_target(batch)
@@ -49,9 +38,9 @@ def test_append_target_writes_after_the_last_item():
 
 
 @pytest.mark.parametrize("user_buckets", [7, 0])
-def test_cached_decoding_equals_teacher_forcing(user_buckets):
+def test_cached_decoding_equals_teacher_forcing(user_buckets, decode_all):
     model, batch = _model(user_buckets=user_buckets), _batch()
-    assert_close(_decode_all(model, batch), model(batch).logits)
+    assert_close(decode_all(model, batch), model(batch).logits)
 
 
 def test_every_target_loss_is_the_mean_of_each_prefix_single_target_loss():

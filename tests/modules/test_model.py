@@ -29,22 +29,11 @@ def _batch(lengths=(1, 3, 5, 2, 3)) -> TokenBatch:
     )
 
 
-def _decode_all(model, batch) -> torch.Tensor:
-    state = model.start(batch)
-    logits, state = model.step(state, None)
-    out = [logits]
-    for t in range(1, C):
-        assert state.level == t
-        logits, state = model.step(state, batch.target[:, t - 1])
-        out.append(logits)
-    return torch.stack(out, dim=1)  # [B, C, K]
-
-
 @pytest.mark.parametrize("user_buckets", [7, 0])
-def test_cached_decoding_equals_teacher_forcing(user_buckets):
+def test_cached_decoding_equals_teacher_forcing(user_buckets, decode_all):
     model, batch = _model(user_buckets=user_buckets), _batch()
     assert (model.user_embedding is None) == (user_buckets == 0)
-    assert_close(_decode_all(model, batch), model(batch).logits)
+    assert_close(decode_all(model, batch), model(batch).logits)
 
 
 def test_loss_is_sum_over_levels_of_batch_mean_ce():
@@ -174,11 +163,11 @@ def test_overfits_a_tiny_batch():
     assert model(batch).loss.item() < 0.1 * first
 
 
-def test_variants_build_and_run():
+def test_variants_build_and_run(decode_all):
     batch = _batch()
     paper = _model(n_heads=3, head_dim=8, activation="gelu", norm="layer", norm_first=False, user_buckets=0)
     assert paper.decoder.layers[0].self_attn.qkv.weight.shape == (3 * 3 * 8, 16)
-    assert_close(_decode_all(paper, batch), paper(batch).logits)
+    assert_close(decode_all(paper, batch), paper(batch).logits)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = _model()(batch)
     assert low.logits.dtype == torch.float32 and torch.isfinite(low.loss)
@@ -209,13 +198,13 @@ def test_every_embedding_gets_gradient():
 
 
 @pytest.mark.gpu
-def test_cuda_matches_cpu():
+def test_cuda_matches_cpu(decode_all):
     model, batch = _model(), _batch()
     expected = model(batch)
     on_gpu = model.cuda()(TokenBatch(*(t.cuda() for t in batch)))
     assert_close(on_gpu.logits.cpu(), expected.logits, atol=1e-4, rtol=1e-4)
     assert_close(
-        _decode_all(model, TokenBatch(*(t.cuda() for t in batch))).cpu(),
+        decode_all(model, TokenBatch(*(t.cuda() for t in batch))).cpu(),
         expected.logits,
         atol=1e-4,
         rtol=1e-4,
