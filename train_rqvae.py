@@ -43,10 +43,13 @@ def code_metrics(codes: torch.Tensor, codebook_size: int) -> dict[str, float]:
     return {f"rqvae/{k}": v for k, v in codes_summary(codes, codebook_size).items()}
 
 
-def split_items(n_items: int, eval_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded hold-out of items for the reconstruction eval: (train indices, eval indices)."""
+def split_items(
+    n_items: int, eval_fraction: float, seed: int, withheld: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded hold-out of items for the reconstruction eval: (train indices, eval indices). withheld [I]
+    bool (cold-start items) are never training rows, nor therefore k-means seeds; the eval draw ignores it."""
     is_eval = torch.rand(n_items, generator=torch.Generator().manual_seed(seed)) < eval_fraction
-    return (~is_eval).nonzero().squeeze(1), is_eval.nonzero().squeeze(1)
+    return (~is_eval & ~withheld).nonzero().squeeze(1), is_eval.nonzero().squeeze(1)
 
 
 def kmeans_sample(train_idx: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -150,8 +153,7 @@ def train(
     cold = torch.zeros(len(emb), dtype=torch.bool)
     if cold_start:
         cold = torch.from_numpy(cold_items(dataset.sequences, len(emb)))
-    train_idx, eval_idx = split_items(len(emb), eval_fraction, seed)
-    train_idx = train_idx[~cold[train_idx]]  # cold items: never a training row nor a k-means seed
+    train_idx, eval_idx = split_items(len(emb), eval_fraction, seed, cold)
     init_idx = kmeans_sample(train_idx, kmeans_items, seed)
     if tokenizer == "rq_kmeans":  # no gradient training: one process fits and writes, the others stop
         summary = (
