@@ -32,7 +32,7 @@ from training.cli import ConfigError, load_gin, parse_args, run_cli
 from training.distributed import cross_process, make_accelerator, pool_shard_means
 from training.guards import check_intervals
 from training.logger import make_logger
-from training.loop import BatchOrder, MetricSums, adamw, interval_metrics, progress
+from training.loop import BatchOrder, MetricSums, adamw, interval_metrics, progress, target_weight
 from training.provenance import git_commit, machine, run_dir, write_config
 from training.retriever import (
     DecoderLoop,
@@ -138,7 +138,16 @@ def train(loop: DecoderLoop) -> dict[str, float]:
         monitor = eval_loader(
             dataset, "test", loop.eval_batch_size, loop.monitor_test_users, *shard_of, seed=loop.seed + 1
         )
-    order = BatchOrder(len(train_data), loop.batch_size, loop.seed, *shard_of)  # the rows of all processes
+    lengths = torch.from_numpy(train_data.history_lengths())  # [X]
+    targets_per_row = plain.targets_per_row(lengths)  # [X] float, for target_weight
+    order = BatchOrder(
+        len(train_data),
+        loop.batch_size,
+        loop.seed,
+        *shard_of,
+        lengths=lengths,
+        length_groups=loop.length_groups,
+    )  # the rows of all processes
     logger = make_logger(run, "tiger-decoder", {"gin": config}, loop.use_wandb, is_main, start)
     sums, t_log = MetricSums(cross_process(accelerator, "mean")), time.perf_counter()
     wall = float(resumed.get("train_wall_s", 0.0))  # training + validation seconds, summed over resumes
@@ -151,8 +160,11 @@ def train(loop: DecoderLoop) -> dict[str, float]:
         return with_standard_errors(pooled, "eval/users")
 
     for step in progress(start, loop.iterations):
-        batch = train_batch(train_data, order.indices(step), item_codes, crop_seed=(loop.seed << 32) + step)
-        sums.add(train_step(model, optimizer, scheduler, batch, accelerator))
+        rows, crop_seed = order.indices(step), (loop.seed << 32) + step
+        grouped = loop.length_groups > 0
+        batch = train_batch(train_data, rows, item_codes, crop_seed, trim=grouped)
+        weight = target_weight(targets_per_row, rows).to(device) if grouped else None
+        sums.add(train_step(model, optimizer, scheduler, batch, accelerator, weight))
         done = step + 1
         if done % loop.log_every == 0 or done == loop.iterations:
             metrics = interval_metrics(

@@ -120,6 +120,11 @@ def random_suffix(batch: SeqBatch, generator: torch.Generator) -> SeqBatch:
     return batch._replace(items=items, lengths=keep)
 
 
+def trim_padding(batch: SeqBatch) -> SeqBatch:
+    """The batch with its items cut to the longest history in it: [B, N] -> [B, max(lengths)] (host)."""
+    return batch._replace(items=batch.items[:, : int(batch.lengths.max())])
+
+
 def newest(history: Sequence, max_items: int) -> Sequence:
     """The last `max_items` items of `history` (oldest first): all of them when it is shorter."""
     return history[max(0, len(history) - max_items) :]
@@ -174,6 +179,10 @@ class SeqData(Dataset):
         base = int(self.offsets[row])
         history = self.flat[base + max(0, end - self.max_items) : base + end]
         return history, int(self.user_ids[row]), int(self.flat[base + end])
+
+    def history_lengths(self) -> np.ndarray:
+        """[X] int64 history length of every example, in example order (1 <= n <= max_items)."""
+        return np.minimum(self.examples.ends, self.max_items)
 
     def targets(self) -> np.ndarray:
         """[X] int64 target item of every example, in example order (what __getitem__ returns third)."""

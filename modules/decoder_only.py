@@ -176,6 +176,10 @@ class DecoderOnlyModel(nn.Module):
             return index < n_items.unsqueeze(1)
         return index == (n_items - 1).unsqueeze(1)
 
+    def targets_per_row(self, lengths: torch.Tensor) -> torch.Tensor:
+        """History lengths [X] -> [X] float: the items each training row's loss covers (see every_target)."""
+        return lengths.float() if self.every_target else torch.ones_like(lengths, dtype=torch.float32)
+
     def forward(self, batch: TokenBatch) -> ModelOutput:
         """Teacher-forced. batch.history [B, N, C] (-1 padded), lengths [B] ≥ 1, user_ids [B],
         target [B, C]."""

@@ -172,6 +172,10 @@ class RetrievalModel(nn.Module):
         bos = self.bos.expand(target.shape[0], 1, -1)  # [B, 1, E]
         return torch.cat([bos, prev], dim=1) + self.target_level_embedding.weight
 
+    def targets_per_row(self, lengths: torch.Tensor) -> torch.Tensor:
+        """History lengths [X] -> [X] float: the items each training row's loss covers (one, the target)."""
+        return torch.ones_like(lengths, dtype=torch.float32)
+
     def forward(self, batch: TokenBatch) -> ModelOutput:
         """Teacher-forced. batch.history [B, N, C] (-1 padded), lengths [B], user_ids [B], target [B, C]."""
         enc, groups = self._encode(batch)

@@ -55,7 +55,7 @@ RANGES: dict[str, Bound] = {
     "seed": NON_NEGATIVE,
     "eval_fraction": FRACTION,
     **dict.fromkeys(("finalists", "patience"), AT_LEAST_1),
-    "monitor_test_users": NON_NEGATIVE,
+    **dict.fromkeys(("monitor_test_users", "length_groups"), NON_NEGATIVE),
     "train_decoder.beam_width": Bound(
         f">= {max(KS)}, the largest k of the recall@k / ndcg@k evaluated", lambda v: v >= max(KS)
     ),

@@ -25,13 +25,14 @@ def adamw(
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), fused=fused)
 
 
-def optimizer_step(model, optimizer, scheduler, batch, accelerator):
+def optimizer_step(model, optimizer, scheduler, batch, accelerator, loss_weight=None):
     """One training step: forward under the accelerator's autocast, backward, optimizer step, scheduler step
-    (when there is one), gradients cleared -> the model's output (its `.loss` is the trained loss).
+    (when there is one), gradients cleared -> the model's output (its `.loss`, unweighted, is logged).
+    loss_weight: a [] tensor (see `target_weight`): the backward runs on loss · loss_weight; None: on loss.
     accelerator: an Accelerator, or anything with its `autocast()` and `backward(loss)` (bench/)."""
     with accelerator.autocast():
         out = model(batch)
-    accelerator.backward(out.loss)
+    accelerator.backward(out.loss if loss_weight is None else out.loss * loss_weight)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
@@ -48,16 +49,24 @@ class BatchOrder:
     global batch: process `rank` of `world` takes every `world`-th of its rows (batch_size / world rows),
     so P processes together see, step for step, the examples of one process at the same batch_size, and
     the mean of their (equal-sized) per-process mean losses is the global batch mean.
+
+    lengths [X] and length_groups G > 0: each epoch's shuffled rows are cut into groups of G batches, each
+    group is sorted by length and cut into batches, and the epoch's batches are shuffled (`length_grouped`),
+    so a batch holds rows of similar length and its padding is small. Every row is still seen once an epoch.
     """
 
-    def __init__(self, n_examples: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, n_examples: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 lengths: torch.Tensor | None = None, length_groups: int = 0):  # fmt: skip
         if n_examples < batch_size:
             raise ConfigError(f"batch_size {batch_size} exceeds the {n_examples} training examples: lower it")
         if batch_size % world:
             raise ConfigError(
                 f"the global batch_size {batch_size} must be divisible by the {world} processes"
             )
+        if length_groups > 0 and (lengths is None or len(lengths) != n_examples):
+            raise ValueError(f"length_groups = {length_groups} needs lengths of all {n_examples} examples")
         self.n, self.batch_size, self.seed, self.rank, self.world = n_examples, batch_size, seed, rank, world
+        self.lengths, self.length_groups = lengths, length_groups
         self.steps_per_epoch = n_examples // batch_size
         self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
@@ -66,8 +75,33 @@ class BatchOrder:
         if epoch != self._epoch:  # a cache of a pure function of (seed, epoch)
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._epoch, self._perm = epoch, torch.randperm(self.n, generator=gen)
+            if self.length_groups > 0:
+                self._perm = length_grouped(
+                    self._perm, self.lengths, self.batch_size, self.length_groups, gen
+                )
         rows = self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
         return rows[self.rank :: self.world]
+
+
+def target_weight(targets_per_row: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[] weight of a batch whose loss is a mean over its targets: its targets over the expected number,
+    Σ targets_per_row[rows] / (|rows| · mean(targets_per_row)). A length-grouped order puts rows with few
+    targets together; weighting each batch mean by this gives every target the same weight in the gradient
+    whatever batch it lands in, as uniform shuffling does in expectation. targets_per_row: [X] float."""
+    return targets_per_row[rows].sum() / (len(rows) * targets_per_row.mean())
+
+
+def length_grouped(perm: torch.Tensor, lengths: torch.Tensor, batch_size: int, groups: int,
+                   generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    """perm [X] shuffled rows, lengths [X] -> [steps·B] rows (steps = X // B, the remainder dropped): each
+    run of `groups`·B rows of perm stably sorted by length, cut into batches of B, the batches shuffled."""
+    steps = len(perm) // batch_size
+    kept = perm[: steps * batch_size]
+    chunks = []
+    for chunk in kept.split(groups * batch_size):
+        chunks.append(chunk[torch.argsort(lengths[chunk], stable=True)])
+    batches = torch.cat(chunks).view(steps, batch_size)  # [steps, B]
+    return batches[torch.randperm(steps, generator=generator)].reshape(-1)
 
 
 class MetricSums:

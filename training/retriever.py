@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from data.artifact import SemanticIds, SemanticIdsError, check_items
 from data.cold_start import cold_items
 from data.files import load_tensors
-from data.processed import SeqData, random_suffix
+from data.processed import SeqData, random_suffix, trim_padding
 from data.registry import build_dataset
 from data.schema import RawDataset
 from evaluate.retrieval import ColdStart
@@ -45,6 +45,13 @@ class DecoderLoop:
     validation split, the winner becoming best.pt. `monitor_test_users` > 0 also logs test metrics on such
     a sample of test users (`test_monitor/...`, for time-to-quality curves only; never used to select).
 
+    length_groups G > 0: batches are drawn length-grouped (training.loop.BatchOrder: each run of G batches of
+    the shuffled epoch sorted by history length) and padded only to their longest history, so a model that
+    pays for padding (the decoder-only variant: N + 1 items of tokens per row) computes far fewer tokens;
+    each batch's loss is weighted by its share of training targets (training.loop.target_weight, with the
+    model's `targets_per_row`), so every target weighs the same as under uniform shuffling.
+    0 (default): uniformly shuffled batches padded to max_items.
+
     Cold start (an artifact from train_rqvae.cold_start): beam search runs over the warm items and every
     evaluation also reports, for each share ε in `cold_epsilons`, the top k with ⌈ε·k⌉ slots reserved for
     cold items (evaluate/retrieval.py ColdStart; metrics eval/eps{ε}/{all,warm,cold}/...).
@@ -67,6 +74,7 @@ class DecoderLoop:
     seed: int = 42
     use_wandb: bool = True
     cold_epsilons: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
+    length_groups: int = 0
 
 
 def load_data(semantic_ids: str) -> tuple[RawDataset, SemanticIds, SeqData]:
@@ -125,18 +133,22 @@ def eval_loader(
     return DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=data.collate)
 
 
-def train_batch(train_data: SeqData, rows: torch.Tensor, item_codes: torch.Tensor, crop_seed: int = 0):
+def train_batch(train_data: SeqData, rows: torch.Tensor, item_codes: torch.Tensor, crop_seed: int = 0,
+                trim: bool = False):  # fmt: skip
     """The tokenized training batch of `rows` (indices into train_data), on item_codes' device. With
-    SeqData.train_examples = "subsequence" each history is cut by random_suffix, drawn from `crop_seed`."""
+    SeqData.train_examples = "subsequence" each history is cut by random_suffix, drawn from `crop_seed`;
+    `trim` cuts the padding to the batch's longest history (a length-grouped batch order makes it small)."""
     seq = train_data.collate([train_data[i] for i in rows.tolist()])
     if train_data.train_examples == "subsequence":
         seq = random_suffix(seq, torch.Generator().manual_seed(crop_seed))
+    if trim:
+        seq = trim_padding(seq)
     return tokenize(*(t.to(item_codes.device) for t in seq), item_codes)
 
 
-def train_step(model, optimizer, scheduler, batch, accelerator) -> dict[str, torch.Tensor]:
+def train_step(model, optimizer, scheduler, batch, accelerator, loss_weight=None) -> dict[str, torch.Tensor]:
     """training.loop.optimizer_step on a tokenized batch -> the loss and its per-level terms (on device)."""
-    out = optimizer_step(model, optimizer, scheduler, batch, accelerator)
+    out = optimizer_step(model, optimizer, scheduler, batch, accelerator, loss_weight)
     return {"train/loss": out.loss, **{f"train/loss_level{c}": v for c, v in enumerate(out.loss_per_level)}}
 
 

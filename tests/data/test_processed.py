@@ -10,6 +10,7 @@ from data.processed import (
     popularity,
     random_suffix,
     split_examples,
+    trim_padding,
 )
 from data.schema import DataWarning, RawDataset
 from data.synthetic import load_synthetic
@@ -112,6 +113,19 @@ def test_random_suffix_keeps_a_random_run_of_the_newest_items():
     assert seen == {0: {1, 2, 3, 4}, 1: {1}, 2: {1, 2, 3, 4, 5}}  # every length can be drawn
     again = random_suffix(batch, torch.Generator().manual_seed(7))
     assert torch.equal(again.items, random_suffix(batch, torch.Generator().manual_seed(7)).items)
+
+
+def test_trim_padding_cuts_to_the_longest_history_and_keeps_every_item():
+    items = torch.tensor([[5, 6, -1, -1, -1], [1, -1, -1, -1, -1]])
+    batch = SeqBatch(items, torch.tensor([2, 1]), torch.zeros(2, dtype=torch.long), torch.zeros(2))
+    assert trim_padding(batch).items.tolist() == [[5, 6], [1, -1]]
+    assert trim_padding(batch).lengths is batch.lengths
+
+
+def test_history_lengths_are_the_lengths_of_the_histories():
+    with pytest.warns(DataWarning):
+        data = SeqData(dataset(), "train", max_items=2)
+    assert data.history_lengths().tolist() == [len(data[i][0]) for i in range(len(data))]
 
 
 def test_subsequence_examples_are_the_sliding_examples():

@@ -122,3 +122,18 @@ def test_decoder_only_trains_evaluates_resumes_and_reloads(tmp_path, semantic_id
     assert curve[max(curve)] < curve[min(curve)]
     _, _, model = load_run(tmp_path / "full", [])
     assert isinstance(model, DecoderOnlyModel)  # the run's config.gin rebuilds the same architecture
+
+
+@pytest.mark.parametrize("architecture", [(), DECODER_ONLY], ids=["encoder_decoder", "decoder_only"])
+def test_length_grouped_batches_train_and_resume_exactly(tmp_path, semantic_ids, architecture):
+    grouped = (*architecture, "train_decoder.length_groups = 4", "train_decoder.eval_every = 10")
+    full = run(tmp_path / "full", semantic_ids, *grouped, "train_decoder.iterations = 20")
+    run(tmp_path / "split", semantic_ids, *grouped, "train_decoder.iterations = 10")
+    split = run(tmp_path / "split", semantic_ids, *grouped, "train_decoder.iterations = 20")
+    assert split["test/recall@10"] == pytest.approx(full["test/recall@10"])
+    run(tmp_path / "plain", semantic_ids, *architecture, "train_decoder.iterations = 20")
+    losses = [
+        {r["step"]: r["train/loss"] for r in rows(d) if "train/loss" in r}
+        for d in (tmp_path / "full", tmp_path / "plain")
+    ]
+    assert losses[0][10] != losses[1][10]  # the grouped order draws other batches

@@ -23,7 +23,7 @@ from training.checkpoint import FallbackWarning, load_checkpoint, resume_from, s
 from training.cli import ConfigError, load_gin
 from training.guards import NonFiniteLossError, check_finite, check_intervals
 from training.logger import JsonlLogger
-from training.loop import BatchOrder, MetricSums
+from training.loop import BatchOrder, MetricSums, target_weight
 from training.schedule import inverse_sqrt, warmup_constant, warmup_cosine
 
 
@@ -60,6 +60,47 @@ def test_batch_order_shards_processes():
     full = BatchOrder(12, 4, seed=0).indices(2)
     parts = [BatchOrder(12, 4, seed=0, rank=r, world=2).indices(2) for r in range(2)]
     assert sorted(torch.cat(parts).tolist()) == sorted(full.tolist())
+
+
+def length_order(seed=0, groups=2, n=50, batch=4, world=1, rank=0):
+    lengths = torch.arange(n) % 7 + 1  # [X] 1..7
+    return BatchOrder(n, batch, seed, rank, world, lengths=lengths, length_groups=groups), lengths
+
+
+def test_length_grouped_order_sees_each_row_once_per_epoch_in_batches_of_similar_length():
+    order, lengths = length_order()
+    plain = BatchOrder(50, 4, seed=0)
+    epoch = [order.indices(s) for s in range(order.steps_per_epoch)]  # 12 batches, 2 rows dropped
+    rows = torch.cat(epoch)
+    assert len(set(rows.tolist())) == 48
+    assert set(rows.tolist()) == set(torch.cat([plain.indices(s) for s in range(12)]).tolist())
+    spread = torch.stack([lengths[b].max() - lengths[b].min() for b in epoch]).float().mean()
+    random_spread = torch.stack([lengths[plain.indices(s)].max() - lengths[plain.indices(s)].min()
+                                 for s in range(12)]).float().mean()  # fmt: skip
+    assert spread < random_spread
+    for batch in epoch:  # each batch is a run of one sorted group
+        assert torch.equal(lengths[batch], lengths[batch].sort().values)
+
+
+def test_length_grouped_order_is_a_function_of_step_and_shards_processes():
+    assert torch.equal(length_order()[0].indices(17), length_order()[0].indices(17))
+    assert not torch.equal(length_order(seed=1)[0].indices(3), length_order()[0].indices(3))
+    full = length_order()[0].indices(5)
+    parts = [length_order(world=2, rank=r)[0].indices(5) for r in range(2)]
+    assert sorted(torch.cat(parts).tolist()) == sorted(full.tolist())
+    with pytest.raises(ValueError, match="needs lengths"):
+        BatchOrder(10, 2, seed=0, length_groups=2)
+
+
+def test_target_weight_gives_every_target_the_same_weight_over_an_epoch():
+    order, lengths = length_order(n=48)  # no remainder: the epoch is every row
+    per_row = lengths.float()  # e.g. the decoder-only model trains `length` targets per row
+    epoch = [order.indices(s) for s in range(order.steps_per_epoch)]
+    weights = torch.stack([target_weight(per_row, rows) for rows in epoch])
+    assert weights.mean() == pytest.approx(1.0)  # Σ_steps w · (batch mean) = Σ targets / (B · mean)
+    for rows, w in zip(epoch, weights):
+        assert w * 4 * per_row.mean() == pytest.approx(per_row[rows].sum())
+    assert target_weight(torch.ones(48), epoch[0]) == 1.0  # one target per row: plain batch means
 
 
 def test_metric_sums_means_then_resets():
