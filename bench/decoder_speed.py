@@ -4,13 +4,18 @@
         [--semantic-ids out/rqvae/beauty/rotation-20k/semantic_ids.pt]
         [--train-modes jagged jagged-bf16 padded]
         [--eval-users 0] [--beam 10 64]
+    python -m bench.decoder_speed --root ../shared/data/amazon-2014-beauty --architecture decoder-only \
+        --train-modes windows-bf16 grouped-bf16 --beam 10 --eval-users 2000
 
 Histories are the real Beauty test histories (last 20 items before the test target; mean ≈ 7.2 items);
 codes come from a semantic-ID artifact when given, else random [I, 4] codes with K = 256. The model is the
 paper configuration (`--model paper`, configs/decoder_amazon_paper.gin sizes: the headline recipe's) or the
 reference one (`--model reference`), freshly initialised: speed does not depend on the weights. "padded"
 feeds every row of a batch at the batch's longest history (what a padded implementation computes); "jagged"
-is the model's normal length-grouped path.
+is the model's normal length-grouped path. `--architecture decoder-only` times the decoder-only variant
+(configs/recipes/decoder_only.gin sizes) on the train split's windows instead: "windows" draws them
+uniformly and pads to max_items (train_decoder.length_groups = 0), "grouped" draws them as
+length_groups = 8 does (training.loop.BatchOrder) and trims the padding; "-bf16" adds bf16 autocast.
 Prints the CPU model and ISA, this process's fp32 / bf16 GEMM rates (bench/hardware.py), steps/s, sequences/s,
 each step's GEMM FLOPs (torch's FlopCounterMode) and the share of the GEMM rate they reach, users/s and
 peak RSS.
@@ -29,11 +34,13 @@ from data.amazon import load_amazon
 from data.artifact import SemanticIds
 from data.processed import SeqData
 from evaluate.retrieval import evaluate_retrieval
+from modules.decoder_only import DecoderOnlyModel
 from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
 from modules.semantic_ids import append_collision_code
 from modules.tokens import tokenize
-from training.retriever import train_step
+from training.loop import BatchOrder, target_weight
+from training.retriever import train_batch, train_step
 
 REFERENCE = dict(embed_dim=128, d_model=512, n_heads=8, n_encoder_layers=4, n_decoder_layers=4, ffn_dim=1024,
                  dropout=0.15, user_buckets=2000)  # fmt: skip
@@ -49,6 +56,16 @@ PAPER = dict(
     user_buckets=2000,
 )  # fmt: skip  (configs/decoder_amazon_paper.gin)
 MODELS = {"reference": REFERENCE, "paper": PAPER}
+DECODER_ONLY = dict(
+    embed_dim=128,
+    d_model=128,
+    n_heads=6,
+    head_dim=64,
+    n_layers=8,
+    ffn_dim=1024,
+    dropout=0.1,
+    user_buckets=2000,
+)  # fmt: skip  (configs/recipes/decoder_only.gin)
 
 
 def item_codes(dataset, path: str | None) -> torch.Tensor:
@@ -69,17 +86,30 @@ def train_batches(test: SeqData, codes: torch.Tensor, batch_size: int, padded: b
             fill = seq.items[:, :1].expand(-1, test.max_items)
             items = torch.where(seq.items >= 0, seq.items, fill)[:, :longest]
             seq = seq._replace(items=items, lengths=torch.full_like(seq.lengths, longest))
-        batches.append(tokenize(*seq, codes))
+        batches.append((tokenize(*seq, codes), None))
     return batches
 
 
+def window_batches(train: SeqData, codes: torch.Tensor, batch_size: int, grouped: bool, model, n: int = 8):
+    """n (batch, loss weight) pairs of train_decoder.py's windows batches, the first n steps of an epoch."""
+    lengths = torch.from_numpy(train.history_lengths())
+    order = BatchOrder(len(train), batch_size, 0, lengths=lengths, length_groups=8 if grouped else 0)
+    per_row = model.targets_per_row(lengths)
+    steps = [order.indices(s) for s in range(n)]
+    weights = [target_weight(per_row, rows) if grouped else None for rows in steps]
+    return [(train_batch(train, rows, codes, trim=grouped), w) for rows, w in zip(steps, weights)]
+
+
 def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4) -> tuple[float, int]:
-    """-> (median steps/s over `windows` windows of `steps` steps, GEMM FLOPs of one step)."""
+    """batches: (batch, loss weight or None) pairs -> (median steps/s over `windows` windows of `steps`
+    steps, GEMM FLOPs of one step)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.035, fused=True)
     model.train()
 
-    def step(batch):
-        train_step(model, optimizer, None, batch, CpuAccelerator(bf16))  # train_decoder.py's step
+    def step(pair):
+        train_step(
+            model, optimizer, None, *pair[:1], CpuAccelerator(bf16), pair[1]
+        )  # train_decoder.py's step
 
     flops = count_flops(lambda: step(batches[0]))  # also the warm-up
     rates = []
@@ -115,24 +145,36 @@ def main(argv=None) -> None:
     parser.add_argument("--beam64-users", type=int, default=2048, help="users for beams wider than 10")
     parser.add_argument("--eval-batch-size", type=int, default=1024)
     parser.add_argument("--eval-bf16", action="store_true")
-    parser.add_argument("--model", choices=sorted(MODELS), default="paper", help="decoder sizes")
+    parser.add_argument("--model", choices=sorted(MODELS), default="paper", help="encoder-decoder sizes")
+    parser.add_argument(
+        "--architecture", choices=["encoder-decoder", "decoder-only"], default="encoder-decoder"
+    )
     args = parser.parse_args(argv)
     dataset = load_amazon(args.root, "beauty")
     test, codes = SeqData(dataset, "test", max_items=20), item_codes(dataset, args.semantic_ids)
     torch.manual_seed(0)
-    model = RetrievalModel(codebook_size=256, n_codes=codes.shape[1], **MODELS[args.model])
+    if args.architecture == "decoder-only":
+        model = DecoderOnlyModel(codebook_size=256, n_codes=codes.shape[1], **DECODER_ONLY)
+        train = SeqData(dataset, "train", max_items=20, train_examples="windows")
+    else:
+        model = RetrievalModel(codebook_size=256, n_codes=codes.shape[1], **MODELS[args.model])
     n_params = sum(p.numel() for p in model.parameters())
     gemm = probe()
     print(f"machine: {machine_line()}; {args.model} model {n_params / 1e6:.2f} M parameters")
     print("GEMM probe (1024^3, this process): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in gemm.items()))
     for mode in args.train_modes:
-        batches = train_batches(test, codes, args.batch_size, padded=mode.startswith("padded"))
+        if args.architecture == "decoder-only":
+            batches = window_batches(train, codes, args.batch_size, mode.startswith("grouped"), model)
+        else:
+            batches = train_batches(test, codes, args.batch_size, padded=mode.startswith("padded"))
         bf16 = mode.endswith("bf16")
         rate, flops = bench_train(model, batches, bf16=bf16)
-        tokens = statistics.mean(int(b.lengths.sum()) * codes.shape[1] for b in batches) / args.batch_size
+        tokens = statistics.mean(int(b.lengths.sum()) * codes.shape[1] for b, _ in batches) / args.batch_size
+        width = statistics.mean(b.history.shape[1] for b, _ in batches)  # items per row computed
         rate_of = gemm["bf16" if bf16 else "fp32"]
         print(f"train {mode:>12}: {rate:.3f} steps/s = {rate * args.batch_size:.0f} sequences/s "
-              f"(batch {args.batch_size}, {tokens:.1f} history tokens/row); {flops / 1e9:.1f} GFLOP/step "
+              f"(batch {args.batch_size}, {tokens:.1f} history tokens/row, padded to {width:.1f} items); "
+              f"{flops / 1e9:.1f} GFLOP/step "
               f"= {flops * rate / 1e9:.0f} GFLOP/s = {share(flops, rate, rate_of):.0%} of the "
               f"{'bf16' if bf16 else 'fp32'} GEMM rate, {share(flops, rate, max(gemm.values())):.0%} of the "
               "best")  # fmt: skip
