@@ -32,15 +32,15 @@ from training.cli import ConfigError, load_gin, parse_args, run_cli
 from training.distributed import cross_process, make_accelerator, pool_shard_means
 from training.guards import check_intervals
 from training.logger import make_logger
-from training.loop import BatchOrder, MetricSums, adamw, interval_metrics, progress, target_weight
+from training.loop import MetricSums, adamw, interval_metrics, progress
 from training.provenance import git_commit, machine, run_dir, write_config
 from training.retriever import (
     DecoderLoop,
+    TrainBatches,
     eval_loader,
     load_data,
     make_model,
     retrieval_targets,
-    train_batch,
     train_step,
 )
 from training.selection import Finalists
@@ -138,15 +138,8 @@ def train(loop: DecoderLoop) -> dict[str, float]:
         monitor = eval_loader(
             dataset, "test", loop.eval_batch_size, loop.monitor_test_users, *shard_of, seed=loop.seed + 1
         )
-    lengths = torch.from_numpy(train_data.history_lengths())  # [X]
-    targets_per_row = plain.targets_per_row(lengths)  # [X] float, for target_weight
-    order = BatchOrder(
-        len(train_data),
-        loop.batch_size,
-        loop.seed,
-        *shard_of,
-        lengths=lengths,
-        length_groups=loop.length_groups,
+    batches = TrainBatches(
+        train_data, item_codes, plain, loop.batch_size, loop.seed, loop.length_groups, *shard_of
     )  # the rows of all processes
     logger = make_logger(run, "tiger-decoder", {"gin": config}, loop.use_wandb, is_main, start)
     sums, t_log = MetricSums(cross_process(accelerator, "mean")), time.perf_counter()
@@ -160,10 +153,7 @@ def train(loop: DecoderLoop) -> dict[str, float]:
         return with_standard_errors(pooled, "eval/users")
 
     for step in progress(start, loop.iterations):
-        rows, crop_seed = order.indices(step), (loop.seed << 32) + step
-        grouped = loop.length_groups > 0
-        batch = train_batch(train_data, rows, item_codes, crop_seed, trim=grouped)
-        weight = target_weight(targets_per_row, rows).to(device) if grouped else None
+        batch, weight = batches(step)
         sums.add(train_step(model, optimizer, scheduler, batch, accelerator, weight))
         done = step + 1
         if done % loop.log_every == 0 or done == loop.iterations:

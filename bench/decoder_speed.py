@@ -39,8 +39,7 @@ from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
 from modules.semantic_ids import append_collision_code
 from modules.tokens import tokenize
-from training.loop import BatchOrder, target_weight
-from training.retriever import train_batch, train_step
+from training.retriever import TrainBatches, train_step
 
 REFERENCE = dict(embed_dim=128, d_model=512, n_heads=8, n_encoder_layers=4, n_decoder_layers=4, ffn_dim=1024,
                  dropout=0.15, user_buckets=2000)  # fmt: skip
@@ -91,13 +90,9 @@ def train_batches(test: SeqData, codes: torch.Tensor, batch_size: int, padded: b
 
 
 def window_batches(train: SeqData, codes: torch.Tensor, batch_size: int, grouped: bool, model, n: int = 8):
-    """n (batch, loss weight) pairs of train_decoder.py's windows batches, the first n steps of an epoch."""
-    lengths = torch.from_numpy(train.history_lengths())
-    order = BatchOrder(len(train), batch_size, 0, lengths=lengths, length_groups=8 if grouped else 0)
-    per_row = model.targets_per_row(lengths)
-    steps = [order.indices(s) for s in range(n)]
-    weights = [target_weight(per_row, rows) if grouped else None for rows in steps]
-    return [(train_batch(train, rows, codes, trim=grouped), w) for rows, w in zip(steps, weights)]
+    """The first n (batch, loss weight) pairs of train_decoder.py's batches over the windows."""
+    batches = TrainBatches(train, codes, model, batch_size, seed=0, length_groups=8 if grouped else 0)
+    return [batches(step) for step in range(n)]
 
 
 def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4) -> tuple[float, int]:

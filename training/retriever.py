@@ -28,7 +28,7 @@ from modules.tokens import tokenize
 from training.bindings import resolve_macros
 from training.cli import load_gin
 from training.distributed import shard
-from training.loop import optimizer_step
+from training.loop import BatchOrder, optimizer_step, target_weight
 from training.schedule import inverse_sqrt
 from training.selection import sample_rows
 
@@ -144,6 +144,31 @@ def train_batch(train_data: SeqData, rows: torch.Tensor, item_codes: torch.Tenso
     if trim:
         seq = trim_padding(seq)
     return tokenize(*(t.to(item_codes.device) for t in seq), item_codes)
+
+
+class TrainBatches:
+    """train_decoder.py's training batches, a pure function of the step: BatchOrder over train_data's
+    examples (length-grouped when length_groups > 0, DecoderLoop's docstring), tokenized by `train_batch`
+    (trimmed when grouped), each with its loss weight (training.loop.target_weight when grouped, else None).
+    model: the retriever, for its `targets_per_row`; rank / world: this process of P (BatchOrder)."""
+
+    def __init__(self, train_data: SeqData, item_codes: torch.Tensor, model, batch_size: int, seed: int,
+                 length_groups: int = 0, rank: int = 0, world: int = 1):  # fmt: skip
+        lengths = torch.from_numpy(train_data.history_lengths())  # [X]
+        self.order = BatchOrder(
+            len(train_data), batch_size, seed, rank, world, lengths=lengths, length_groups=length_groups
+        )
+        self.targets_per_row = model.targets_per_row(lengths)  # [X] float
+        self.train_data, self.item_codes, self.seed = train_data, item_codes, seed
+        self.grouped = length_groups > 0
+
+    def __call__(self, step: int):
+        """-> (TokenBatch of the step's rows on item_codes' device, its loss weight [] or None)."""
+        rows = self.order.indices(step)
+        batch = train_batch(self.train_data, rows, self.item_codes, (self.seed << 32) + step, self.grouped)
+        if not self.grouped:
+            return batch, None
+        return batch, target_weight(self.targets_per_row, rows).to(self.item_codes.device)
 
 
 def train_step(model, optimizer, scheduler, batch, accelerator, loss_weight=None) -> dict[str, torch.Tensor]:
