@@ -65,8 +65,8 @@ def test_config_parses_and_builds(config):
 RECIPES = sorted(
     str(p)
     for p in Path("configs/recipes").glob("*.gin")
-    if not p.stem.endswith("_protocol") and p.stem != "decoder_only"
-)
+    if not p.stem.endswith("_protocol") and not p.stem.startswith("decoder_only")
+)  # the recipe study's files; the decoder-only recipes count their budget in targets (tests below)
 
 
 def test_decoder_only_recipe_builds_its_model_and_counts_targets():
@@ -78,6 +78,15 @@ def test_decoder_only_recipe_builds_its_model_and_counts_targets():
     assert isinstance(model, DecoderOnlyModel) and model.every_target and len(model.layers) == 8
     steps, batch = (gin.query_parameter(f"train_decoder.{k}") for k in ("iterations", "batch_size"))
     assert abs(steps * batch * 131_413 / 23_607 - 1_000_000) < 2_000  # Beauty: targets / windows
+
+
+def test_grouped_decoder_only_recipe_only_adds_length_groups_and_a_longer_budget():
+    load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only_grouped.gin"], [])
+    assert gin.query_parameter("train_decoder.length_groups") == 8
+    assert gin.query_parameter("SeqData.train_examples") == "windows"
+    assert gin.query_parameter("adamw.lr") == 0.001  # decoder_only.gin's optimizer, unchanged
+    steps, batch = (gin.query_parameter(f"train_decoder.{k}") for k in ("iterations", "batch_size"))
+    assert steps * batch == 384_000 and steps % gin.query_parameter("train_decoder.eval_every") == 0
 
 
 @pytest.mark.parametrize("protocol", sorted(Path("configs/recipes").glob("*_protocol.gin")))
