@@ -128,19 +128,19 @@ def train(loop: DecoderLoop) -> dict[str, float]:
     chosen = Finalists(run / "finalists", loop.finalists)
     if "finalists" in resumed:
         chosen.load_state_dict(resumed["finalists"], clean=is_main)
+    shard_of = (accelerator.process_index, accelerator.num_processes)
+    batches = TrainBatches(
+        train_data, item_codes, model, loop.batch_size, loop.seed, loop.length_groups, *shard_of
+    )  # the rows of all processes; a batch larger than the split stops here, before config.gin is written
     config = write_config(run, is_main)
     model, optimizer = accelerator.prepare(model, optimizer)
     plain = accelerator.unwrap_model(model)
-    shard_of = (accelerator.process_index, accelerator.num_processes)
     valid = eval_loader(dataset, "valid", loop.eval_batch_size, loop.eval_users, *shard_of, seed=loop.seed)
     monitor = None
     if loop.monitor_test_users > 0:
         monitor = eval_loader(
             dataset, "test", loop.eval_batch_size, loop.monitor_test_users, *shard_of, seed=loop.seed + 1
         )
-    batches = TrainBatches(
-        train_data, item_codes, plain, loop.batch_size, loop.seed, loop.length_groups, *shard_of
-    )  # the rows of all processes
     logger = make_logger(run, "tiger-decoder", {"gin": config}, loop.use_wandb, is_main, start)
     sums, t_log = MetricSums(cross_process(accelerator, "mean")), time.perf_counter()
     wall = float(resumed.get("train_wall_s", 0.0))  # training + validation seconds, summed over resumes

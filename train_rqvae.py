@@ -58,6 +58,17 @@ def kmeans_sample(train_idx: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return train_idx[perm[:n]]
 
 
+def check_init_items(init_idx: torch.Tensor, codebook_size: int) -> None:
+    """k-means needs at least K points per level: a catalogue smaller than that stops before anything is
+    written, naming the bindings that set both sides."""
+    if len(init_idx) < codebook_size:
+        raise ConfigError(
+            f"codebook_size {codebook_size} needs at least {codebook_size} training items for its k-means "
+            f"initialisation, but only {len(init_idx)} are available: lower the codebook_size binding "
+            "(RqVae / RqKMeans) or train_rqvae.eval_fraction, or raise train_rqvae.kmeans_items"
+        )
+
+
 def train_step(model, optimizer, x: torch.Tensor, accelerator) -> dict[str, torch.Tensor]:
     out = optimizer_step(model, optimizer, None, x, accelerator)
     # No per-batch p_unique_ids: torch.unique would sync with the host every step; evaluate() reports it
@@ -116,6 +127,7 @@ def build(emb: torch.Tensor, init_idx: torch.Tensor, seed: int, ckpt: Path):
         payload = load_checkpoint(ckpt, model=model, optimizer=optimizer)
         tqdm.write(f"resumed from {ckpt} at step {payload['step']}")
         return model, optimizer, payload["step"], payload.get("metrics", {})
+    check_init_items(init_idx, model.codebook_size)
     t0 = time.perf_counter()
     model.kmeans_init(emb[init_idx], generator=torch.Generator().manual_seed(seed))
     tqdm.write(f"k-means init on {len(init_idx)} items: {time.perf_counter() - t0:.2f} s")
@@ -162,14 +174,14 @@ def train(
         accelerator.end_training()
         return summary
 
+    order = BatchOrder(len(train_idx), batch_size, seed, accelerator.process_index, accelerator.num_processes)
     ckpt = run / "checkpoint.pt"
     model, optimizer, start, metrics = build(emb, init_idx, seed, resume_from(ckpt))
-    config = write_config(run, accelerator.is_main_process)
+    config = write_config(run, accelerator.is_main_process)  # after every check that can stop the run
     model, optimizer = accelerator.prepare(model, optimizer)
     step_model = torch.compile(model) if compile else model
     emb_all = emb.to(accelerator.device)  # [I, E], moved once; evaluation reads every item
     emb_train = emb_all[train_idx.to(accelerator.device)]
-    order = BatchOrder(len(train_idx), batch_size, seed, accelerator.process_index, accelerator.num_processes)
     logger = make_logger(run, "tiger-rqvae", {"gin": config}, use_wandb, accelerator.is_main_process, start)
     sums, t_log = MetricSums(cross_process(accelerator, "mean")), time.perf_counter()
     for step in progress(start, iterations):
@@ -208,6 +220,7 @@ def fit_rq_kmeans(
 ) -> dict[str, float]:
     """RQ-KMeans: residual k-means on the embeddings, no gradient training; same artifact as the RQ-VAE."""
     model = RqKMeans(input_dim=emb.shape[1])
+    check_init_items(init_idx, model.codebook_size)
     t0 = time.perf_counter()
     model.fit(emb[init_idx], generator=torch.Generator().manual_seed(seed))
     config = write_config(run, True)

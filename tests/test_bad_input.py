@@ -464,6 +464,34 @@ def test_dataset_without_usable_users_stops_before_anything_is_written(tmp_path,
     assert files_under(out) == []
 
 
+TOO_SMALL = {  # id: (stage, extra binding, what the message must contain)
+    "rqvae_batch": ("rqvae", "train_rqvae.batch_size = 4096", "training examples: lower it"),
+    "rqvae_codebook": ("rqvae", "train_rqvae.batch_size = 2", "codebook_size 32 needs at least 32 training"),
+    "rq_kmeans_codebook": ("rqvae", "train_rqvae.tokenizer = 'rq_kmeans'", "needs at least"),
+    "decoder_batch": ("decoder", "train_decoder.batch_size = 32", "training examples: lower it"),
+}
+
+
+@pytest.mark.parametrize("case", TOO_SMALL)
+def test_split_too_small_for_the_config_stops_before_anything_is_written(tmp_path, capsys, case):
+    stage, binding, message = TOO_SMALL[case]
+    root, out = p5(tmp_path), tmp_path / "run"
+    lines = [" ".join(map(str, [user, *range(1, 6)])) for user in (1, 2, 3)]  # 3 users x 5 items
+    (root / "sequential_data.txt").write_text("\n".join(lines) + "\n")
+    if stage == "rqvae":
+        argv = ["configs/rqvae_debug.gin", "--gin", f"train_rqvae.out_dir = '{out}'", *amazon_bindings(root)]
+        err = cli(capsys, train_rqvae.main, *argv, "--gin", binding)
+    else:
+        sem_path = tmp_path / "semantic_ids.pt"
+        codes = torch.arange(10).reshape(5, 2) % K
+        SemanticIds.from_codes(codes, K, ["A1", "B2", "C3", "D4", "E5"]).save(sem_path)
+        argv = ["configs/decoder_debug.gin", "--gin", f"train_decoder.out_dir = '{out}'"]
+        argv += ["--gin", f"train_decoder.semantic_ids = '{sem_path}'", *amazon_bindings(root)]
+        err = cli(capsys, train_decoder.main, *argv, "--gin", binding)  # 3 users x 2 training prefixes
+    assert message in err
+    assert files_under(out) == []
+
+
 # 13. every error names the value it is about -----------------------------------------------------------
 
 HUGE = "99999999999999999999999"
