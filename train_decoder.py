@@ -41,6 +41,7 @@ from training.retriever import (
     load_data,
     make_model,
     retrieval_targets,
+    split_targets,
     train_step,
 )
 from training.selection import Finalists
@@ -219,9 +220,7 @@ def final_test(run: Path, model, dataset, retrieval, test: DataLoader, accelerat
     if best.exists():
         model.load_state_dict(load_tensors(best)["model"])
     scores = renamed(retrieval(test), "test")
-    data = test.dataset.dataset if isinstance(test.dataset, torch.utils.data.Subset) else test.dataset
-    targets = torch.from_numpy(data.targets())  # [U] the whole split, without collating it a second time
-    pop = split_baseline(dataset, "test", targets)
+    pop = split_baseline(dataset, "test", split_targets(test))
     tqdm.write(comparison_table(scores, pop))
     return {**scores, **pop}
 

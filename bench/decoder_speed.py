@@ -23,10 +23,12 @@ peak RSS.
 
 import argparse
 import contextlib
+import itertools
 import resource
 import statistics
 import time
 
+import gin
 import torch
 
 from bench.hardware import CpuAccelerator, count_flops, machine_line, probe, share
@@ -39,7 +41,8 @@ from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
 from modules.semantic_ids import append_collision_code
 from modules.tokens import tokenize
-from training.retriever import TrainBatches, train_step
+from training.retriever import TrainBatches, eval_loader, train_step
+from training.selection import sample_rows
 
 REFERENCE = dict(embed_dim=128, d_model=512, n_heads=8, n_encoder_layers=4, n_decoder_layers=4, ffn_dim=1024,
                  dropout=0.15, user_buckets=2000)  # fmt: skip
@@ -116,15 +119,24 @@ def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4) ->
     return statistics.median(rates), flops
 
 
-def bench_eval(model, test: SeqData, codes: torch.Tensor, beam: int, users: int, batch_size: int, bf16: bool):
+def bench_eval(model, dataset, codes: torch.Tensor, beam: int, users: int, batch_size: int, bf16: bool,
+               order: str) -> tuple[float, int, dict]:  # fmt: skip
+    """Beam search over a seeded sample of `users` test users (0: all) -> (wall s, users, metrics).
+    order "sorted": train_decoder.py's own loader (eval_loader: shortest history first, batches trimmed);
+    "padded": the same users in split order, batches padded to max_items (the loader before 2026-12-03)."""
     trie = PrefixTrie.from_codes(codes, 256)
-    rows = test if users <= 0 else torch.utils.data.Subset(test, range(min(users, len(test))))
-    loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, collate_fn=test.collate)
+    max_users = users if users > 0 else None
+    if order == "sorted":
+        loader = eval_loader(dataset, "test", batch_size, max_users)
+    else:
+        test = SeqData(dataset, "test")
+        rows = torch.utils.data.Subset(test, sample_rows(len(test), max_users, 0).tolist())
+        loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, collate_fn=test.collate)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     t0 = time.perf_counter()
     with ctx:
         metrics = evaluate_retrieval(model, loader, codes, trie, beam_width=beam, disable_progress=True)
-    return time.perf_counter() - t0, int(metrics["eval/users"])
+    return time.perf_counter() - t0, int(metrics["eval/users"]), metrics
 
 
 def main(argv=None) -> None:
@@ -140,13 +152,18 @@ def main(argv=None) -> None:
     parser.add_argument("--beam64-users", type=int, default=2048, help="users for beams wider than 10")
     parser.add_argument("--eval-batch-size", type=int, default=1024)
     parser.add_argument("--eval-bf16", action="store_true")
+    parser.add_argument(
+        "--eval-orders", nargs="*", choices=["sorted", "padded"], default=["sorted"],
+        help="evaluation batches: length-sorted and trimmed (train_decoder.py's), or padded in split order",
+    )  # fmt: skip
     parser.add_argument("--model", choices=sorted(MODELS), default="paper", help="encoder-decoder sizes")
     parser.add_argument(
         "--architecture", choices=["encoder-decoder", "decoder-only"], default="encoder-decoder"
     )
     args = parser.parse_args(argv)
     dataset = load_amazon(args.root, "beauty")
-    test, codes = SeqData(dataset, "test", max_items=20), item_codes(dataset, args.semantic_ids)
+    gin.bind_parameter("SeqData.max_items", 20)  # configs/data/beauty.gin
+    test, codes = SeqData(dataset, "test"), item_codes(dataset, args.semantic_ids)
     torch.manual_seed(0)
     if args.architecture == "decoder-only":
         model = DecoderOnlyModel(codebook_size=256, n_codes=codes.shape[1], **DECODER_ONLY)
@@ -173,12 +190,14 @@ def main(argv=None) -> None:
               f"= {flops * rate / 1e9:.0f} GFLOP/s = {share(flops, rate, rate_of):.0%} of the "
               f"{'bf16' if bf16 else 'fp32'} GEMM rate, {share(flops, rate, max(gemm.values())):.0%} of the "
               "best")  # fmt: skip
-    for beam in args.beam:
+    for beam, order in itertools.product(args.beam, args.eval_orders):
         users = args.eval_users if beam <= 10 else args.beam64_users
-        wall, n = bench_eval(model, test, codes, beam, users, args.eval_batch_size, args.eval_bf16)
+        wall, n, metrics = bench_eval(
+            model, dataset, codes, beam, users, args.eval_batch_size, args.eval_bf16, order
+        )
         print(
-            f"eval beam {beam:>3}: {n} users in {wall:.1f} s = {n / wall:.0f} users/s "
-            f"({wall / n * 1e3:.2f} ms/user)"
+            f"eval beam {beam:>3}, {order}: {n} users in {wall:.1f} s = {n / wall:.0f} users/s "
+            f"({wall / n * 1e3:.2f} ms/user); recall@10 {metrics['eval/recall@10']:.4f}"
         )
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

@@ -191,3 +191,7 @@ class SeqData(Dataset):
     def collate(self, rows: Sequence[tuple[np.ndarray, int, int]]) -> SeqBatch:
         """collate_seq with this split's max_items; pass as DataLoader(collate_fn=data.collate)."""
         return collate_seq(rows, self.max_items)
+
+    def collate_trimmed(self, rows: Sequence[tuple[np.ndarray, int, int]]) -> SeqBatch:
+        """`collate` cut to the batch's longest history ([B, max(lengths)]): for length-sorted batches."""
+        return trim_padding(self.collate(rows))

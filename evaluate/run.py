@@ -21,7 +21,7 @@ from evaluate.popularity import split_baseline
 from evaluate.retrieval import evaluate_retrieval
 from training.cli import run_cli
 from training.provenance import git_commit, machine
-from training.retriever import DecoderLoop, eval_loader, load_run, retrieval_targets
+from training.retriever import DecoderLoop, eval_loader, load_run, retrieval_targets, split_targets
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     trie, cold = retrieval_targets(sem, dataset, loop.cold_epsilons)
     trie = trie.to(device)  # the warm items' trie for a cold-start run, as in training
     codes, model = sem.codes.to(device), model.to(device)
-    pop = split_baseline(dataset, args.split, torch.from_numpy(loader.dataset.targets()))
+    pop = split_baseline(dataset, args.split, split_targets(loader))
     rows = []
     for width in args.beam_width:
         t0 = time.perf_counter()

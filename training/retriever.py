@@ -123,14 +123,23 @@ def eval_loader(
 ) -> DataLoader:  # fmt: skip
     """`max_users` users of `split` drawn uniformly at random with `seed` (all when None; never "the first
     N", whose histories are longer than average in the P5 numbering); process `rank` of `world` gets every
-    `world`-th of them (pool the per-process metrics with pool_shard_means). The loader's dataset is the
-    SeqData itself when it holds the whole split, else a Subset of it."""
+    `world`-th of them (pool the per-process metrics with pool_shard_means).
+
+    Each process visits its users shortest history first (a stable sort) and each batch is cut to its
+    longest history (SeqData.collate_trimmed), so a batch of short histories does not pay for max_items of
+    padding. Every metric is a mean over users, so the order leaves it unchanged."""
     data = SeqData(dataset, split=split)
     users = sample_rows(len(data), max_users, seed)
-    if world == 1 and len(users) == len(data):
-        return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=data.collate)
-    rows = torch.utils.data.Subset(data, users[list(shard(len(users), rank, world))].tolist())
-    return DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=data.collate)
+    mine = users[list(shard(len(users), rank, world))]
+    by_length = np.argsort(data.history_lengths()[mine], kind="stable")
+    rows = torch.utils.data.Subset(data, mine[by_length].tolist())
+    return DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=data.collate_trimmed)
+
+
+def split_targets(loader: DataLoader) -> torch.Tensor:
+    """[U] int64 targets of the whole split behind an eval_loader (every user, whatever the sample or
+    process), without collating it a second time: what the popularity baseline is scored on."""
+    return torch.from_numpy(loader.dataset.dataset.targets())
 
 
 def train_batch(train_data: SeqData, rows: torch.Tensor, item_codes: torch.Tensor, crop_seed: int = 0,
