@@ -119,24 +119,32 @@ def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4) ->
     return statistics.median(rates), flops
 
 
-def bench_eval(model, dataset, codes: torch.Tensor, beam: int, users: int, batch_size: int, bf16: bool,
-               order: str) -> tuple[float, int, dict]:  # fmt: skip
-    """Beam search over a seeded sample of `users` test users (0: all) -> (wall s, users, metrics).
-    order "sorted": train_decoder.py's own loader (eval_loader: shortest history first, batches trimmed);
-    "padded": the same users in split order, batches padded to max_items (the loader before 2026-12-03)."""
-    trie = PrefixTrie.from_codes(codes, 256)
+def eval_batches(dataset, codes: torch.Tensor, users: int, batch_size: int, order: str):
+    """A seeded sample of `users` test users (0: all) as batches. order "sorted": train_decoder.py's own
+    loader (eval_loader: shortest history first, batches trimmed); "padded": the same users in split
+    order, batches padded to max_items (the loader before 2026-12-03)."""
     max_users = users if users > 0 else None
     if order == "sorted":
-        loader = eval_loader(dataset, "test", batch_size, max_users)
-    else:
-        test = SeqData(dataset, "test")
-        rows = torch.utils.data.Subset(test, sample_rows(len(test), max_users, 0).tolist())
-        loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, collate_fn=test.collate)
+        return eval_loader(dataset, "test", batch_size, max_users)
+    test = SeqData(dataset, "test")
+    rows = torch.utils.data.Subset(test, sample_rows(len(test), max_users, 0).tolist())
+    return torch.utils.data.DataLoader(rows, batch_size=batch_size, collate_fn=test.collate)
+
+
+def bench_eval(model, loader, codes: torch.Tensor, beam: int, bf16: bool) -> tuple[float, dict, int]:
+    """Beam search over `loader` -> (wall s, metrics, GEMM FLOPs of a second, counted pass)."""
+    trie = PrefixTrie.from_codes(codes, 256)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    t0 = time.perf_counter()
+
+    def run():
+        return evaluate_retrieval(model, loader, codes, trie, beam_width=beam, disable_progress=True)
+
     with ctx:
-        metrics = evaluate_retrieval(model, loader, codes, trie, beam_width=beam, disable_progress=True)
-    return time.perf_counter() - t0, int(metrics["eval/users"]), metrics
+        t0 = time.perf_counter()
+        metrics = run()
+        wall = time.perf_counter() - t0
+        flops = count_flops(run)
+    return wall, metrics, flops
 
 
 def main(argv=None) -> None:
@@ -192,13 +200,16 @@ def main(argv=None) -> None:
               "best")  # fmt: skip
     for beam, order in itertools.product(args.beam, args.eval_orders):
         users = args.eval_users if beam <= 10 else args.beam64_users
-        wall, n, metrics = bench_eval(
-            model, dataset, codes, beam, users, args.eval_batch_size, args.eval_bf16, order
-        )
+        loader = eval_batches(dataset, codes, users, args.eval_batch_size, order)
+        wall, metrics, flops = bench_eval(model, loader, codes, beam, args.eval_bf16)
+        n = int(metrics["eval/users"])
+        rate_of = gemm["bf16" if args.eval_bf16 else "fp32"]
         print(
             f"eval beam {beam:>3}, {order}: {n} users in {wall:.1f} s = {n / wall:.0f} users/s "
-            f"({wall / n * 1e3:.2f} ms/user); recall@10 {metrics['eval/recall@10']:.4f}"
-        )
+            f"({wall / n * 1e3:.2f} ms/user), {flops / n / 1e9:.2f} GFLOP/user = "
+            f"{share(flops, 1 / wall, rate_of):.0%} of the {'bf16' if args.eval_bf16 else 'fp32'} GEMM rate; "
+            f"recall@10 {metrics['eval/recall@10']:.4f}"
+        )  # fmt: skip
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
