@@ -119,7 +119,7 @@ def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4) ->
     return statistics.median(rates), flops
 
 
-def eval_batches(dataset, codes: torch.Tensor, users: int, batch_size: int, order: str):
+def eval_batches(dataset, users: int, batch_size: int, order: str):
     """A seeded sample of `users` test users (0: all) as batches. order "sorted": train_decoder.py's own
     loader (eval_loader: shortest history first, batches trimmed); "padded": the same users in split
     order, batches padded to max_items (the loader before 2026-12-03)."""
@@ -145,6 +145,22 @@ def bench_eval(model, loader, codes: torch.Tensor, beam: int, bf16: bool) -> tup
         wall = time.perf_counter() - t0
         flops = count_flops(run)
     return wall, metrics, flops
+
+
+def report_eval(model, dataset, codes: torch.Tensor, args, gemm: dict[str, float]) -> None:
+    """One line per (beam width, batch order) of --beam x --eval-orders: users/s, GFLOP/user, GEMM share."""
+    precision = "bf16" if args.eval_bf16 else "fp32"
+    for beam, order in itertools.product(args.beam, args.eval_orders):
+        users = args.eval_users if beam <= 10 else args.beam64_users
+        loader = eval_batches(dataset, users, args.eval_batch_size, order)
+        wall, metrics, flops = bench_eval(model, loader, codes, beam, args.eval_bf16)
+        n = int(metrics["eval/users"])
+        print(
+            f"eval beam {beam:>3}, {order}: {n} users in {wall:.1f} s = {n / wall:.0f} users/s "
+            f"({wall / n * 1e3:.2f} ms/user), {flops / n / 1e9:.2f} GFLOP/user = "
+            f"{share(flops, 1 / wall, gemm[precision]):.0%} of the {precision} GEMM rate; "
+            f"recall@10 {metrics['eval/recall@10']:.4f}"
+        )
 
 
 def main(argv=None) -> None:
@@ -198,18 +214,7 @@ def main(argv=None) -> None:
               f"= {flops * rate / 1e9:.0f} GFLOP/s = {share(flops, rate, rate_of):.0%} of the "
               f"{'bf16' if bf16 else 'fp32'} GEMM rate, {share(flops, rate, max(gemm.values())):.0%} of the "
               "best")  # fmt: skip
-    for beam, order in itertools.product(args.beam, args.eval_orders):
-        users = args.eval_users if beam <= 10 else args.beam64_users
-        loader = eval_batches(dataset, codes, users, args.eval_batch_size, order)
-        wall, metrics, flops = bench_eval(model, loader, codes, beam, args.eval_bf16)
-        n = int(metrics["eval/users"])
-        rate_of = gemm["bf16" if args.eval_bf16 else "fp32"]
-        print(
-            f"eval beam {beam:>3}, {order}: {n} users in {wall:.1f} s = {n / wall:.0f} users/s "
-            f"({wall / n * 1e3:.2f} ms/user), {flops / n / 1e9:.2f} GFLOP/user = "
-            f"{share(flops, 1 / wall, rate_of):.0%} of the {'bf16' if args.eval_bf16 else 'fp32'} GEMM rate; "
-            f"recall@10 {metrics['eval/recall@10']:.4f}"
-        )  # fmt: skip
+    report_eval(model, dataset, codes, args, gemm)
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
