@@ -89,6 +89,17 @@ def test_grouped_decoder_only_recipe_only_adds_length_groups_and_a_longer_budget
     assert steps * batch == 384_000 and steps % gin.query_parameter("train_decoder.eval_every") == 0
 
 
+def test_wsd_recipe_decays_to_zero_at_its_last_step_after_the_grouped_runs_constant_phase():
+    load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only_grouped_wsd.gin"], [])
+    schedule = gin.query_parameter("train_decoder.schedule").scoped_configurable_fn
+    steps = gin.query_parameter("train_decoder.iterations")
+    start = gin.query_parameter("warmup_stable_decay.decay_start")
+    assert start + gin.query_parameter("warmup_stable_decay.decay_steps") == steps
+    assert [schedule(s) for s in (100, start)] == [1.0, 1.0] and schedule(steps) == 0.0
+    assert gin.query_parameter("train_decoder.length_groups") == 8  # decoder_only_grouped's batches
+    assert start % gin.query_parameter("train_decoder.eval_every") == 0  # the grouped run's last step
+
+
 @pytest.mark.parametrize("protocol", sorted(Path("configs/recipes").glob("*_protocol.gin")))
 def test_protocols_compose_after_a_recipe(protocol):
     load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/constant_lr1e-3.gin", str(protocol)], [])

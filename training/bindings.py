@@ -50,9 +50,11 @@ RANGES: dict[str, Bound] = {
     # loop settings of both training scripts
     **dict.fromkeys(("iterations", "batch_size", "log_every", "eval_every", "ckpt_every"), AT_LEAST_1),
     **dict.fromkeys(
-        ("eval_batch_size", "eval_users", "kmeans_items", "warmup_steps", "total_steps"), AT_LEAST_1
+        ("eval_batch_size", "eval_users", "kmeans_items", "warmup_steps", "total_steps", "decay_steps"),
+        AT_LEAST_1,
     ),
     "seed": NON_NEGATIVE,
+    "decay_start": NON_NEGATIVE,
     "eval_fraction": FRACTION,
     **dict.fromkeys(("finalists", "patience"), AT_LEAST_1),
     **dict.fromkeys(("monitor_test_users", "length_groups"), NON_NEGATIVE),

@@ -24,7 +24,7 @@ from training.cli import ConfigError, load_gin
 from training.guards import NonFiniteLossError, check_finite, check_intervals
 from training.logger import JsonlLogger
 from training.loop import BatchOrder, MetricSums, target_weight
-from training.schedule import inverse_sqrt, warmup_constant, warmup_cosine
+from training.schedule import inverse_sqrt, warmup_constant, warmup_cosine, warmup_stable_decay
 
 
 def test_inverse_sqrt_matches_formula():
@@ -46,6 +46,13 @@ def test_warmup_constant_ramps_then_holds():
     assert warmup_constant(3, warmup_steps=4) == 1.0
     assert [warmup_constant(s, warmup_steps=4) for s in (10, 10_000)] == [1.0, 1.0]
     assert warmup_constant(0, warmup_steps=0) == 1.0
+
+
+def test_warmup_stable_decay_is_warmup_constant_then_a_linear_decay():
+    wsd = [warmup_stable_decay(s, decay_start=10, decay_steps=4, warmup_steps=4, final=0.2) for s in range(16)]
+    assert wsd[:10] == [warmup_constant(s, warmup_steps=4) for s in range(10)]  # a constant run's prefix
+    assert wsd[10:] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2, 0.2])
+    assert warmup_stable_decay(14, decay_start=10, decay_steps=4) == 0.0  # final defaults to 0
 
 
 def test_batch_order_is_a_function_of_step_and_covers_each_epoch():
