@@ -13,30 +13,31 @@ Prefix sharing. The distribution at level l depends only on the item's first l c
 once per distinct prefix (trie node) rather than once per item and level: depth-l nodes are fed as rows of
 the KV-cached decoding protocol (`start` once per user: the encoder output is reused by every row), their
 log-probs extend their parents' scores (`extend_scores`), and the depth-C scores are the item scores. The
-deepest level runs in chunks of nodes to bound memory. `exact_scores_reference` is the plain version:
-one teacher-forced `model.forward` per (user, item); tests bind the two.
+trie is walked depth first in chunks of nodes, so memory stays bounded on a full catalogue (a level of
+Beauty's trie fed at once held ≈ 8 k prefixes × 16 users of key/value caches and ran out of 24 GB).
+`exact_scores_reference` is the plain version: one teacher-forced `model.forward` per (user, item); tests
+bind the two. Users are sampled as validation samples them (training.retriever.eval_loader).
 """
 
 import argparse
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import gin
 import torch
 from einops import rearrange
-from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from data.files import write_json
-from data.processed import SeqData
 from evaluate.metrics import hit_rank, ranking_metrics, renamed
 from modules.generation import beam_search, topk_lowest_index
 from modules.prefix_trie import PrefixTrie
 from modules.tokens import TokenBatch, tokenize
 from training.cli import run_cli
 from training.provenance import git_commit, machine
-from training.retriever import load_run
+from training.retriever import eval_loader, load_run
 
 
 def trie_links(trie: PrefixTrie, level: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,31 +83,53 @@ def _feed(model, state, n_users: int, n_parents: int, parent: torch.Tensor, code
 
 
 @torch.inference_mode()
-def exact_scores(model, batch: TokenBatch, trie: PrefixTrie, chunk: int = 4096) -> torch.Tensor:
+def exact_scores(model, batch: TokenBatch, trie: PrefixTrie, chunk: int = 1024) -> torch.Tensor:
     """Every item's teacher-forced log-probability for every row of `batch` -> [B, I] float32.
-    The deepest prefixes (depth C-1) are fed `chunk` nodes at a time (B·chunk decoder rows at most)."""
-    n_codes = trie.n_codes
-    assert n_codes >= 2, "exact_scores needs C >= 2 codes per item"
+    The trie is walked depth first, `chunk` nodes of a level per decoder call, so at most C-1 chunks of
+    B·chunk decoder rows are held at once, whatever the catalogue's size."""
+    assert trie.n_codes >= 2, "exact_scores needs C >= 2 codes per item"
+    links = [trie_links(trie, level) for level in range(trie.n_codes)]
     state = model.start(batch)
     logits, state = model.step(state, None)  # [B, K]
     n_users = logits.shape[0]
-    log_probs = logits.float().log_softmax(-1).unsqueeze(1)  # [B, 1, K], the root
-    scores = torch.zeros(n_users, 1, device=logits.device)  # [B, P_0]
-    for level in range(n_codes - 2):  # depths 1..C-2: the whole level at once; its state feeds the next
-        parent, code = trie_links(trie, level)
-        scores = extend_scores(scores, log_probs, parent, code)  # [B, P_{l+1}]
-        log_probs, state = _feed(model, state, n_users, log_probs.shape[1], parent, code)
-    parent, code = trie_links(trie, n_codes - 2)  # the depth-(C-1) nodes
-    scores = extend_scores(scores, log_probs, parent, code)  # [B, P_{C-1}]
-    leaf_parent, leaf_code = trie_links(trie, n_codes - 1)
-    leaf_scores = scores.new_empty(n_users, len(leaf_parent))
-    for first in range(0, len(parent), chunk):
-        nodes = torch.arange(first, min(first + chunk, len(parent)), device=parent.device)
-        part, _ = _feed(model, state, n_users, log_probs.shape[1], parent[nodes], code[nodes])
-        leaves = ((leaf_parent >= first) & (leaf_parent < first + len(nodes))).nonzero().squeeze(1)
-        local = leaf_parent[leaves] - first
-        leaf_scores[:, leaves] = extend_scores(scores[:, nodes], part, local, leaf_code[leaves])
+    root = torch.zeros(1, dtype=torch.long, device=logits.device)
+    leaf_scores = logits.new_empty(n_users, len(links[-1][0]), dtype=torch.float32)  # [B, P_C]
+    sizes = [children.shape[0] for children in trie.children]  # nodes per depth 0..C-1
+    walk = _Walk(model, links, sizes, chunk, leaf_scores)
+    root_scores = torch.zeros(n_users, 1, device=logits.device)  # [B, P_0 = 1]
+    walk.descend(state, root_scores, logits.float().log_softmax(-1)[:, None], root, 0)
     return items_from_leaves(leaf_scores, trie.leaf_item)
+
+
+class _Walk(NamedTuple):
+    """The fixed parts of one exact_scores walk: links[l] = trie_links(trie, l), sizes[l] the number of
+    depth-l nodes, the leaf scores it fills."""
+
+    model: torch.nn.Module
+    links: list[tuple[torch.Tensor, torch.Tensor]]
+    sizes: list[int]
+    chunk: int
+    leaf_scores: torch.Tensor  # [B, P_C], written by depth-C node
+
+    def descend(self, state, scores: torch.Tensor, log_probs: torch.Tensor, nodes: torch.Tensor, level: int):
+        """nodes [P] depth-`level` node ids, their rows of `state` (user-major), scores [B, P] and next-code
+        log_probs [B, P, K] -> their children's scores, fed chunk by chunk down to the leaves."""
+        parent, code = self.links[level]  # every depth-(level+1) node
+        local = torch.full((self.sizes[level],), -1, dtype=torch.long, device=nodes.device)
+        local[nodes] = torch.arange(len(nodes), device=nodes.device)
+        children = (local[parent] >= 0).nonzero().squeeze(1)  # depth-(level+1) ids under `nodes`
+        child_parent, child_code = local[parent[children]], code[children]
+        child_scores = extend_scores(scores, log_probs, child_parent, child_code)  # [B, P']
+        if level + 1 == len(self.links):
+            self.leaf_scores[:, children] = child_scores
+            return
+        n_users = scores.shape[0]
+        for first in range(0, len(children), self.chunk):
+            part = slice(first, first + self.chunk)
+            next_log_probs, next_state = _feed(
+                self.model, state, n_users, len(nodes), child_parent[part], child_code[part]
+            )
+            self.descend(next_state, child_scores[:, part], next_log_probs, children[part], level + 1)
 
 
 @torch.inference_mode()
@@ -125,16 +148,10 @@ def exact_scores_reference(model, batch: TokenBatch, item_codes: torch.Tensor) -
     return torch.stack(rows)
 
 
-def sample_users(n_rows: int, n_users: int, seed: int) -> list[int]:
-    """A seeded sample of min(n_users, n_rows) distinct rows of a split, in split order."""
-    generator = torch.Generator().manual_seed(seed)
-    return sorted(torch.randperm(n_rows, generator=generator)[:n_users].tolist())
-
-
 @torch.inference_mode()
 def compare(
     model, loader: Iterable, item_codes: torch.Tensor, trie: PrefixTrie, beam_width: int,
-    ks: Sequence[int] = (1, 5, 10), chunk: int = 4096,
+    ks: Sequence[int] = (1, 5, 10), chunk: int = 1024,
 ) -> dict[str, float]:  # fmt: skip
     """Exact ranking and beam search on every batch of `loader` (SeqBatch-like, on item_codes' device)
     -> exact/recall@k, exact/ndcg@k, beam/... (k > 1 for ndcg), exact/beam_overlap@10 (mean |beam top-10
@@ -170,7 +187,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the user sample (default 0)")
     parser.add_argument("--beam-width", type=int, default=None, help="default: the run's beam width")
     parser.add_argument("--batch-size", type=int, default=16, help="users per batch (default 16)")
-    parser.add_argument("--chunk", type=int, default=4096, help="deepest-level prefixes per decoder call")
+    parser.add_argument("--chunk", type=int, default=1024, help="trie nodes per decoder call (default 1024)")
     parser.add_argument("--gin", action="append", default=[], help="extra bindings after the run's config")
     args = parser.parse_args(argv)
     if args.beam_width is not None and args.beam_width < 10:
@@ -184,9 +201,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     dataset, sem, model = load_run(run, args.gin)
     width = args.beam_width or gin.query_parameter("train_decoder.beam_width")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = SeqData(dataset, split=args.split)
-    rows = Subset(data, sample_users(len(data), args.users, args.seed))
-    loader = DataLoader(rows, batch_size=args.batch_size, shuffle=False, collate_fn=data.collate)
+    loader = eval_loader(dataset, args.split, args.batch_size, args.users, seed=args.seed)  # seeded sample
     trie = PrefixTrie.from_codes(sem.codes, sem.codebook_size).to(device)
     scores = compare(model.to(device), loader, sem.codes.to(device), trie, width, chunk=args.chunk)
     row = renamed(renamed(scores, f"exact_{args.split}", "exact"), f"beam_{args.split}", "beam")

@@ -11,10 +11,10 @@ from evaluate.exact import (
     exact_scores_reference,
     extend_scores,
     items_from_leaves,
-    sample_users,
     topk_overlap,
     trie_links,
 )
+from modules.decoder_only import DecoderOnlyModel
 from modules.generation import beam_search, topk_lowest_index
 from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
@@ -30,6 +30,18 @@ def tiny_model(seed: int = 0) -> RetrievalModel:
         n_decoder_layers=1, ffn_dim=32, dropout=0.0, max_items=N, user_buckets=4,
     )  # fmt: skip
     return model.eval()
+
+
+def tiny_decoder_only(seed: int = 0) -> DecoderOnlyModel:
+    torch.manual_seed(seed)
+    model = DecoderOnlyModel(
+        codebook_size=K, n_codes=C, embed_dim=16, d_model=16, n_heads=2, head_dim=8, n_layers=2,
+        ffn_dim=32, dropout=0.0, max_items=N, user_buckets=4, every_target=False,
+    )  # fmt: skip
+    return model.eval()
+
+
+ARCHITECTURES = {"encoder_decoder": tiny_model, "decoder_only": tiny_decoder_only}
 
 
 def catalogue(n_items: int, seed: int = 1) -> torch.Tensor:
@@ -74,22 +86,33 @@ def test_topk_overlap_counts_shared_items_and_ignores_padding():
     assert_close(topk_overlap(a, b), torch.tensor([0.5, 1.0]))
 
 
-def test_user_sample_is_seeded_distinct_sorted_and_capped():
-    rows = sample_users(100, 10, seed=3)
-    assert rows == sample_users(100, 10, seed=3) and rows != sample_users(100, 10, seed=4)
-    assert rows == sorted(set(rows)) and len(rows) == 10 and all(0 <= r < 100 for r in rows)
-    assert sample_users(5, 10, seed=0) == [0, 1, 2, 3, 4]
-
-
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
 @pytest.mark.parametrize("chunk", [1, 3, 4096])
-def test_exact_scores_equal_one_teacher_forced_forward_per_item(chunk):
-    model, codes = tiny_model(), catalogue(30)
+def test_exact_scores_equal_one_teacher_forced_forward_per_item(chunk, architecture):
+    model, codes = ARCHITECTURES[architecture](), catalogue(30)
     batch = histories(codes, [1, 3, 5])
     exact = exact_scores(model, batch, PrefixTrie.from_codes(codes, K), chunk=chunk)  # [B, I]
     brute = exact_scores_reference(model, batch, codes)
     assert exact.shape == (3, 30)
     assert_close(exact, brute, atol=1e-5, rtol=1e-5)
     assert torch.equal(exact.argsort(dim=1, descending=True), brute.argsort(dim=1, descending=True))
+
+
+def test_exact_scores_feed_at_most_users_times_chunk_rows_per_decoder_call():
+    """The walk is depth first in chunks: no decoder call sees a whole level of a big catalogue."""
+    model, codes = tiny_model(), catalogue(K**C)  # 4 + 16 + 64 nodes below the root
+    batch, fed = histories(codes, [2, 4, 5]), []
+    step = model.step
+
+    def counting_step(state, codes_):
+        logits, state = step(state, codes_)
+        fed.append(logits.shape[0])
+        return logits, state
+
+    model.step = counting_step
+    exact = exact_scores(model, batch, PrefixTrie.from_codes(codes, K), chunk=2)
+    assert max(fed) == 3 * 2 and len(fed) == 1 + 2 + 8  # root, 4 depth-1 nodes by 2, 16 depth-2 by 2
+    assert_close(exact, exact_scores_reference(tiny_model(), batch, codes), atol=1e-5, rtol=1e-5)
 
 
 def test_exact_probabilities_sum_to_one_over_the_full_code_space():

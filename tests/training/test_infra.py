@@ -49,7 +49,8 @@ def test_warmup_constant_ramps_then_holds():
 
 
 def test_warmup_stable_decay_is_warmup_constant_then_a_linear_decay():
-    wsd = [warmup_stable_decay(s, decay_start=10, decay_steps=4, warmup_steps=4, final=0.2) for s in range(16)]
+    bindings = {"decay_start": 10, "decay_steps": 4, "warmup_steps": 4, "final": 0.2}
+    wsd = [warmup_stable_decay(s, **bindings) for s in range(16)]
     assert wsd[:10] == [warmup_constant(s, warmup_steps=4) for s in range(10)]  # a constant run's prefix
     assert wsd[10:] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2, 0.2])
     assert warmup_stable_decay(14, decay_start=10, decay_steps=4) == 0.0  # final defaults to 0
