@@ -93,9 +93,8 @@ def exact_scores(model, batch: TokenBatch, trie: PrefixTrie, chunk: int = 1024) 
     logits, state = model.step(state, None)  # [B, K]
     n_users = logits.shape[0]
     root = torch.zeros(1, dtype=torch.long, device=logits.device)
-    leaf_scores = logits.new_empty(n_users, len(links[-1][0]), dtype=torch.float32)  # [B, P_C]
-    sizes = [children.shape[0] for children in trie.children]  # nodes per depth 0..C-1
-    walk = _Walk(model, links, sizes, chunk, leaf_scores)
+    leaf_scores = logits.new_empty(n_users, trie.n_nodes[-1], dtype=torch.float32)  # [B, P_C]
+    walk = _Walk(model, links, trie.n_nodes, chunk, leaf_scores)
     root_scores = torch.zeros(n_users, 1, device=logits.device)  # [B, P_0 = 1]
     walk.descend(state, root_scores, logits.float().log_softmax(-1)[:, None], root, 0)
     return items_from_leaves(leaf_scores, trie.leaf_item)
@@ -103,7 +102,7 @@ def exact_scores(model, batch: TokenBatch, trie: PrefixTrie, chunk: int = 1024) 
 
 class _Walk(NamedTuple):
     """The fixed parts of one exact_scores walk: links[l] = trie_links(trie, l), sizes[l] the number of
-    depth-l nodes, the leaf scores it fills."""
+    depth-l nodes (PrefixTrie.n_nodes), the leaf scores it fills."""
 
     model: torch.nn.Module
     links: list[tuple[torch.Tensor, torch.Tensor]]
