@@ -100,6 +100,16 @@ def test_wsd_recipe_decays_to_zero_at_its_last_step_after_the_grouped_runs_const
     assert start % gin.query_parameter("train_decoder.eval_every") == 0  # the grouped run's last step
 
 
+def test_dropout_recipe_changes_only_the_dropout_of_the_grouped_run_at_its_2500_step_budget():
+    load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only_grouped.gin"], [])
+    base = gin.config_str()
+    load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only_grouped_dropout0.2.gin"], [])
+    assert gin.query_parameter("DecoderOnlyModel.dropout") == 0.2
+    assert gin.query_parameter("train_decoder.iterations") == 2500  # the 2,500-step grouped row's budget
+    changed = set(gin.config_str().splitlines()) ^ set(base.splitlines())
+    assert {line.split(" = ")[0] for line in changed} == {"DecoderOnlyModel.dropout", "train_decoder.iterations"}
+
+
 @pytest.mark.parametrize("protocol", sorted(Path("configs/recipes").glob("*_protocol.gin")))
 def test_protocols_compose_after_a_recipe(protocol):
     load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/constant_lr1e-3.gin", str(protocol)], [])
