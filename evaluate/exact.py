@@ -1,13 +1,14 @@
 """Exact scoring beside beam search: every catalogue item's full C-code log-probability, teacher-forced.
 
-    python -m evaluate.exact out/demo/decoder [--users 1000] [--split test] [--seed 0] [--beam-width W]
+    python -m evaluate.exact out/demo/decoder [--users 1000] [--split test] [--seed 0] [--beam-width W] [--bf16]
 
 score(u, i) = Σ_l log p(c_l(i) | c_<l(i), history_u), each term the model's full-K log_softmax (the quantity
 beam search ranks beams by, modules/generation.py). The exact ranking sorts all I items by it (ties: lower
 item index); beam search only approximates its top W. On a seeded sample of users of a split this reports
 Recall@k / NDCG@k of both rankings and the mean overlap of their top-10 lists, and writes
 <run>/eval-exact-<split>.json: exact_<split>/recall@k, ndcg@k, beam_overlap@10 and beam_<split>/recall@k,
-ndcg@k (metrics.json of the run is left as it is).
+ndcg@k (metrics.json of the run is left as it is). Both rankings run in float32, as training's evaluations
+do, or both under bf16 autocast with --bf16 (`precision` in the JSON; ≈ 3× faster on an AMX CPU).
 
 Prefix sharing. The distribution at level l depends only on the item's first l codes, so the decoder runs
 once per distinct prefix (trie node) rather than once per item and level: depth-l nodes are fed as rows of
@@ -20,6 +21,7 @@ bind the two. Users are sampled as validation samples them (training.retriever.e
 """
 
 import argparse
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -187,6 +189,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--beam-width", type=int, default=None, help="default: the run's beam width")
     parser.add_argument("--batch-size", type=int, default=16, help="users per batch (default 16)")
     parser.add_argument("--chunk", type=int, default=1024, help="trie nodes per decoder call (default 1024)")
+    parser.add_argument("--bf16", action="store_true", help="both rankings under bf16 autocast")
     parser.add_argument("--gin", action="append", default=[], help="extra bindings after the run's config")
     args = parser.parse_args(argv)
     if args.beam_width is not None and args.beam_width < 10:
@@ -202,10 +205,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loader = eval_loader(dataset, args.split, args.batch_size, args.users, seed=args.seed)  # seeded sample
     trie = PrefixTrie.from_codes(sem.codes, sem.codebook_size).to(device)
-    scores = compare(model.to(device), loader, sem.codes.to(device), trie, width, chunk=args.chunk)
+    with precision(device, args.bf16):
+        scores = compare(model.to(device), loader, sem.codes.to(device), trie, width, chunk=args.chunk)
     row = renamed(renamed(scores, f"exact_{args.split}", "exact"), f"beam_{args.split}", "beam")
     row.update({
         "split": args.split, "seed": args.seed, "beam_width": width, "items": len(dataset.item_keys),
+        "precision": "bf16" if args.bf16 else "fp32",
         "run": str(run), "commit": git_commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
     })  # fmt: skip
     write_json(run / f"eval-exact-{args.split}.json", row)
@@ -213,10 +218,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return row
 
 
+def precision(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device` when asked (the matmuls in bf16, the scores still float32), else nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
 def summary_table(row: dict, split: str) -> str:
     """Exact beside beam metrics, one per line, then the top-10 overlap and the wall times."""
     names = [k.split("/")[1] for k in row if k.startswith(f"beam_{split}/")]
-    lines = [f"{split}, {row['users']:,} users {'exact':>8} {'beam ' + str(row['beam_width']):>8}"]
+    head = f"{split}, {row['users']:,} users, {row['precision']}"
+    lines = [f"{head} {'exact':>8} {'beam ' + str(row['beam_width']):>8}"]
     lines += [f"{n:<16} {row[f'exact_{split}/{n}']:>8.4f} {row[f'beam_{split}/{n}']:>8.4f}" for n in names]
     lines.append(f"top-10 overlap {row[f'exact_{split}/beam_overlap@10']:.4f}; exact {row['exact_s']:.1f} s, "
                  f"beam {row['beam_s']:.1f} s")  # fmt: skip

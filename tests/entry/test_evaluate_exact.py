@@ -4,6 +4,7 @@ as wide as the catalogue agrees with the exact ranking."""
 import json
 
 import pytest
+import torch
 
 from evaluate import exact
 
@@ -37,3 +38,19 @@ def test_user_sample_is_seeded(finished_run):
     again = exact.main([str(finished_run), "--users", "30", "--seed", "3", "--split", "valid"])
     assert first["users"] == 30
     assert {k: v for k, v in first.items() if "/" in k} == {k: v for k, v in again.items() if "/" in k}
+
+
+def test_bf16_flag_runs_both_rankings_under_autocast_and_says_so(finished_run, monkeypatch):
+    seen = []
+    plain = exact.compare
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(exact, "compare", spy)
+    row = exact.main([str(finished_run), "--users", "20", "--split", "valid", "--bf16"])
+    assert seen == [True] and row["precision"] == "bf16" and row["users"] == 20
+    assert 0.0 <= row["exact_valid/beam_overlap@10"] <= 1.0
+    assert exact.main([str(finished_run), "--users", "20", "--split", "valid"])["precision"] == "fp32"
+    assert seen == [True, False]
