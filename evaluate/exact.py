@@ -1,6 +1,7 @@
 """Exact scoring beside beam search: every catalogue item's full C-code log-probability, teacher-forced.
 
-    python -m evaluate.exact out/demo/decoder [--users 1000] [--split test] [--seed 0] [--beam-width W] [--bf16]
+    python -m evaluate.exact out/demo/decoder [--users 1000] [--split test] [--seed 0] [--beam-width W]
+                             [--bf16]
 
 score(u, i) = Σ_l log p(c_l(i) | c_<l(i), history_u), each term the model's full-K log_softmax (the quantity
 beam search ranks beams by, modules/generation.py). The exact ranking sorts all I items by it (ties: lower
