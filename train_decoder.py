@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from accelerate.utils import compile_regions
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -136,6 +137,7 @@ def train(loop: DecoderLoop) -> dict[str, float]:
     config = write_config(run, is_main)
     model, optimizer = accelerator.prepare(model, optimizer)
     plain = accelerator.unwrap_model(model)
+    step_model = compile_regions(model) if loop.compile_blocks else model  # same parameters as `plain`
     valid = eval_loader(dataset, "valid", loop.eval_batch_size, loop.eval_users, *shard_of, seed=loop.seed)
     monitor = None
     if loop.monitor_test_users > 0:
@@ -155,7 +157,7 @@ def train(loop: DecoderLoop) -> dict[str, float]:
 
     for step in progress(start, loop.iterations):
         batch, weight = batches(step)
-        sums.add(train_step(model, optimizer, scheduler, batch, accelerator, weight))
+        sums.add(train_step(step_model, optimizer, scheduler, batch, accelerator, weight))
         done = step + 1
         if done % loop.log_every == 0 or done == loop.iterations:
             metrics = interval_metrics(

@@ -15,7 +15,9 @@ feeds every row of a batch at the batch's longest history (what a padded impleme
 is the model's normal length-grouped path. `--architecture decoder-only` times the decoder-only variant
 (configs/recipes/decoder_only.gin sizes) on the train split's windows instead: "windows" draws them
 uniformly and pads to max_items (train_decoder.length_groups = 0), "grouped" draws them as
-length_groups = 8 does (training.loop.BatchOrder) and trims the padding; "-bf16" adds bf16 autocast.
+length_groups = 8 does (training.loop.BatchOrder) and trims the padding; "-bf16" adds bf16 autocast,
+"-compiled" (last) runs the steps through compile_regions as train_decoder.compile_blocks does (the printed
+warm-up, one step per batch shape, holds the compilation).
 Prints the CPU model and ISA, this process's fp32 / bf16 GEMM rates (bench/hardware.py), steps/s, sequences/s,
 each step's GEMM FLOPs (torch's FlopCounterMode) and the share of the GEMM rate they reach, users/s and
 peak RSS.
@@ -30,6 +32,7 @@ import time
 
 import gin
 import torch
+from accelerate.utils import compile_regions
 
 from bench.hardware import CpuAccelerator, count_flops, machine_line, probe, share
 from data.amazon import load_amazon
@@ -98,25 +101,30 @@ def window_batches(train: SeqData, codes: torch.Tensor, batch_size: int, grouped
     return [batches(step) for step in range(n)]
 
 
-def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4) -> tuple[float, int]:
+def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4, compiled: bool = False):
     """batches: (batch, loss weight or None) pairs -> (median steps/s over `windows` windows of `steps`
-    steps, GEMM FLOPs of one step)."""
+    steps, GEMM FLOPs of one step, seconds of the warm-up pass over every batch). compiled: the steps run
+    compile_regions(model), as train_decoder.compile_blocks does; FLOPs are counted on the eager model,
+    and the warm-up pass (one step per batch shape) holds the compilation."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.035, fused=True)
     model.train()
+    step_model = compile_regions(model) if compiled else model
 
-    def step(pair):
-        train_step(
-            model, optimizer, None, *pair[:1], CpuAccelerator(bf16), pair[1]
-        )  # train_decoder.py's step
+    def step(pair, net=step_model):
+        train_step(net, optimizer, None, *pair[:1], CpuAccelerator(bf16), pair[1])  # train_decoder.py's step
 
-    flops = count_flops(lambda: step(batches[0]))  # also the warm-up
+    flops = count_flops(lambda: step(batches[0], model))
+    t0 = time.perf_counter()
+    for pair in batches if compiled else batches[:1]:
+        step(pair)
+    warm_up = time.perf_counter() - t0
     rates = []
     for w in range(windows):
         t0 = time.perf_counter()
         for i in range(steps):
             step(batches[(w * steps + i) % len(batches)])
         rates.append(steps / (time.perf_counter() - t0))
-    return statistics.median(rates), flops
+    return statistics.median(rates), flops, warm_up
 
 
 def eval_batches(dataset, users: int, batch_size: int, order: str):
@@ -203,8 +211,8 @@ def main(argv=None) -> None:
             batches = window_batches(train, codes, args.batch_size, mode.startswith("grouped"), model)
         else:
             batches = train_batches(test, codes, args.batch_size, padded=mode.startswith("padded"))
-        bf16 = mode.endswith("bf16")
-        rate, flops = bench_train(model, batches, bf16=bf16)
+        bf16 = "bf16" in mode
+        rate, flops, warm_up = bench_train(model, batches, bf16=bf16, compiled=mode.endswith("compiled"))
         tokens = statistics.mean(int(b.lengths.sum()) * codes.shape[1] for b, _ in batches) / args.batch_size
         width = statistics.mean(b.history.shape[1] for b, _ in batches)  # items per row computed
         rate_of = gemm["bf16" if bf16 else "fp32"]
@@ -213,7 +221,7 @@ def main(argv=None) -> None:
               f"{flops / 1e9:.1f} GFLOP/step "
               f"= {flops * rate / 1e9:.0f} GFLOP/s = {share(flops, rate, rate_of):.0%} of the "
               f"{'bf16' if bf16 else 'fp32'} GEMM rate, {share(flops, rate, max(gemm.values())):.0%} of the "
-              "best")  # fmt: skip
+              f"best; warm-up {warm_up:.0f} s")  # fmt: skip
     report_eval(model, dataset, codes, args, gemm)
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

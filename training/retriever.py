@@ -52,6 +52,12 @@ class DecoderLoop:
     model's `targets_per_row`), so every target weighs the same as under uniform shuffling.
     0 (default): uniformly shuffled batches padded to max_items.
 
+    compile_blocks: the training steps run a copy of the model whose repeated blocks (the Transformer layers)
+    are torch.compile'd once each and shared by their copies, every other child module compiled on its
+    own (Accelerate's regional compilation, accelerate.utils.compile_regions); the same parameters, so
+    evaluation, checkpoints and best.pt use the eager model. Length-grouped widths recompile once, then run
+    with dynamic shapes. Compiling costs minutes on a CPU before the first step.
+
     Cold start (an artifact from train_rqvae.cold_start): beam search runs over the warm items and every
     evaluation also reports, for each share ε in `cold_epsilons`, the top k with ⌈ε·k⌉ slots reserved for
     cold items (evaluate/retrieval.py ColdStart; metrics eval/eps{ε}/{all,warm,cold}/...).
@@ -75,6 +81,7 @@ class DecoderLoop:
     use_wandb: bool = True
     cold_epsilons: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     length_groups: int = 0
+    compile_blocks: bool = False
 
 
 def load_data(semantic_ids: str) -> tuple[RawDataset, SemanticIds, SeqData]:
