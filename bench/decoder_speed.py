@@ -24,7 +24,6 @@ peak RSS.
 """
 
 import argparse
-import contextlib
 import itertools
 import resource
 import statistics
@@ -38,7 +37,7 @@ from bench.hardware import CpuAccelerator, count_flops, machine_line, probe, sha
 from data.amazon import load_amazon
 from data.artifact import SemanticIds
 from data.processed import SeqData
-from evaluate.retrieval import evaluate_retrieval
+from evaluate.retrieval import bf16_autocast, evaluate_retrieval
 from modules.decoder_only import DecoderOnlyModel
 from modules.model import RetrievalModel
 from modules.prefix_trie import PrefixTrie
@@ -142,12 +141,11 @@ def eval_batches(dataset, users: int, batch_size: int, order: str):
 def bench_eval(model, loader, codes: torch.Tensor, beam: int, bf16: bool) -> tuple[float, dict, int]:
     """Beam search over `loader` -> (wall s, metrics, GEMM FLOPs of a second, counted pass)."""
     trie = PrefixTrie.from_codes(codes, 256)
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def run():
         return evaluate_retrieval(model, loader, codes, trie, beam_width=beam, disable_progress=True)
 
-    with ctx:
+    with bf16_autocast("cpu", bf16):
         t0 = time.perf_counter()
         metrics = run()
         wall = time.perf_counter() - t0

@@ -7,7 +7,6 @@ Every speed benchmark prints `machine_line()` and the GEMM probe beside its own 
 always read against what the same machine did in the same run.
 """
 
-import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -16,6 +15,8 @@ from typing import NamedTuple
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from evaluate.retrieval import bf16_autocast
 
 ISA_FLAGS = [  # (label, every /proc/cpuinfo flag it needs), most capable first
     ("AMX-BF16", ("amx_bf16", "amx_tile")),
@@ -33,7 +34,7 @@ class CpuAccelerator(NamedTuple):
     bf16: bool = False
 
     def autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        return bf16_autocast("cpu", self.bf16)
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()

@@ -9,7 +9,8 @@ item index); beam search only approximates its top W. On a seeded sample of user
 Recall@k / NDCG@k of both rankings and the mean overlap of their top-10 lists, and writes
 <run>/eval-exact-<split>.json: exact_<split>/recall@k, ndcg@k, beam_overlap@10 and beam_<split>/recall@k,
 ndcg@k (metrics.json of the run is left as it is). Both rankings run in float32, as training's evaluations
-do, or both under bf16 autocast with --bf16 (`precision` in the JSON; ≈ 3× faster on an AMX CPU).
+do, or both under bf16 autocast with --bf16 (`precision` in the JSON; on Beauty 2.3 instead of 3.8 s
+per user on an AMX Xeon).
 
 Prefix sharing. The distribution at level l depends only on the item's first l codes, so the decoder runs
 once per distinct prefix (trie node) rather than once per item and level: depth-l nodes are fed as rows of
@@ -22,7 +23,6 @@ bind the two. Users are sampled as validation samples them (training.retriever.e
 """
 
 import argparse
-import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from data.files import write_json
 from evaluate.metrics import hit_rank, ranking_metrics, renamed
+from evaluate.retrieval import bf16_autocast
 from modules.generation import beam_search, topk_lowest_index
 from modules.prefix_trie import PrefixTrie
 from modules.tokens import TokenBatch, tokenize
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loader = eval_loader(dataset, args.split, args.batch_size, args.users, seed=args.seed)  # seeded sample
     trie = PrefixTrie.from_codes(sem.codes, sem.codebook_size).to(device)
-    with precision(device, args.bf16):
+    with bf16_autocast(device.type, args.bf16):
         scores = compare(model.to(device), loader, sem.codes.to(device), trie, width, chunk=args.chunk)
     row = renamed(renamed(scores, f"exact_{args.split}", "exact"), f"beam_{args.split}", "beam")
     row.update({
@@ -217,11 +218,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     write_json(run / f"eval-exact-{args.split}.json", row)
     print(summary_table(row, args.split))
     return row
-
-
-def precision(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on `device` when asked (the matmuls in bf16, the scores still float32), else nothing."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def summary_table(row: dict, split: str) -> str:

@@ -1,5 +1,6 @@
 """Retrieval evaluation: beam search over a split, exact item matching, Recall@k / NDCG@k."""
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
@@ -11,6 +12,12 @@ from modules.cold_start import matching_cold, n_reserved, reserve_cold
 from modules.generation import beam_search
 from modules.prefix_trie import PrefixTrie
 from modules.tokens import tokenize
+
+
+def bf16_autocast(device_type: str, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device_type` ("cpu", "cuda") when enabled (the matmuls in bf16; code that asks for
+    float32, e.g. scores through `.float()`, stays float32), else a context that changes nothing."""
+    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 class ColdStart(NamedTuple):
