@@ -65,8 +65,9 @@ def test_config_parses_and_builds(config):
 RECIPES = sorted(
     str(p)
     for p in Path("configs/recipes").glob("*.gin")
-    if not p.stem.endswith("_protocol") and not p.stem.startswith("decoder_only")
-)  # the recipe study's files; the decoder-only recipes count their budget in targets (tests below)
+    if not p.stem.endswith("_protocol") and not p.stem.startswith(("decoder_only", "sasrec"))
+)  # the recipe study's files; the decoder-only recipes count their budget in targets (tests below),
+# the SASRec recipe is a baseline's, not a stage-2 one
 
 
 def test_decoder_only_recipe_builds_its_model_and_counts_targets():
@@ -192,3 +193,17 @@ def test_stage1_artifact_is_one_macro_bound_once_per_dataset(config):
     rqvae = Path("configs") / binds[0].name.replace("decoder_", "rqvae_")
     load_gin([str(rqvae)], [])
     assert artifact == gin.query_parameter("train_rqvae.out_dir") + "/semantic_ids.pt"
+
+
+@pytest.mark.parametrize("config", sorted(Path("configs").glob("sasrec_*_ce.gin")))
+def test_softmax_sasrec_configs_share_one_recipe_over_the_papers_model(config):
+    """Every sasrec_*_ce entry composes the SASRec paper's model with recipes/sasrec_ce.gin (the softmax loss,
+    d 64); MovieLens keeps the SASRec paper's own 200 items and dropout 0.2, Amazon its 50 items and 0.3."""
+    load_gin([str(config)], [])
+    assert gin.query_parameter("SasRec.loss") == "ce"
+    assert gin.query_parameter("SasRec.d_model") == 64
+    movielens = "ml1m" in config.name
+    assert gin.query_parameter("SasRec.max_len") == (200 if movielens else 50)
+    assert gin.query_parameter("SasRec.dropout") == (0.2 if movielens else 0.3)
+    word = config.stem.split("_")[1]
+    assert gin.query_parameter("train_sasrec.out_dir") == f"out/sasrec/{dict(amazon='beauty').get(word, word)}/ce"
