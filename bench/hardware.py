@@ -17,6 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from evaluate.retrieval import bf16_autocast
+from training.provenance import allocator
 
 ISA_FLAGS = [  # (label, every /proc/cpuinfo flag it needs), most capable first
     ("AMX-BF16", ("amx_bf16", "amx_tile")),
@@ -62,7 +63,8 @@ def isa(flags: set[str]) -> str:
 
 def machine_line() -> str:
     model, flags = cpu_flags()
-    return f"{model}; ISA {isa(flags)}; {torch.get_num_threads()} threads; torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    return f"{model}; ISA {isa(flags)}; {threads} threads; malloc {allocator()}; torch {torch.__version__}"
 
 
 def gemm_rate(dtype: torch.dtype, n: int = 1024, seconds: float = 1.0) -> float:

@@ -1,5 +1,6 @@
 """Run provenance: the run directory, its operative config.gin, the commit and the machine of every number."""
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -40,8 +41,28 @@ def git_commit() -> str:
         return "unknown"
 
 
+ALLOCATORS = ("tcmalloc", "jemalloc")  # preloaded (LD_PRELOAD) instead of glibc's malloc: bench/allocators.sh
+
+
+def allocator(maps: str | None = None) -> str:
+    """The malloc behind torch's CPU tensors: "tcmalloc" / "jemalloc" when one is mapped into this process
+    (LD_PRELOAD), else "glibc" ("glibc+hugetlb" under GLIBC_TUNABLES=glibc.malloc.hugetlb=1). It changes the
+    speed of CPU runs (bench/allocators.sh), never their numbers. maps: /proc/self/maps' text (tests)."""
+    if maps is None:
+        try:
+            maps = Path("/proc/self/maps").read_text()
+        except OSError:
+            maps = ""
+    for name in ALLOCATORS:
+        if f"lib{name}" in maps:
+            return name
+    huge = "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "")
+    return "glibc+hugetlb" if huge else "glibc"
+
+
 def machine() -> str:
-    """CPU model (and GPU name when one is used), for every reported number."""
+    """CPU model, threads, the allocator when not glibc's (and GPU name when one is used), for every
+    reported number."""
     cpu = platform.processor() or "cpu"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -51,4 +72,5 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu} ({torch.get_num_threads()} threads){gpu}"
+    malloc = "" if allocator() == "glibc" else f", {allocator()}"
+    return f"{cpu} ({torch.get_num_threads()} threads{malloc}){gpu}"
