@@ -206,5 +206,6 @@ def test_softmax_sasrec_configs_share_one_recipe_over_the_papers_model(config):
     movielens = "ml1m" in config.name
     assert gin.query_parameter("SasRec.max_len") == (200 if movielens else 50)
     assert gin.query_parameter("SasRec.dropout") == (0.2 if movielens else 0.3)
-    dataset = {"amazon": "beauty"}.get(config.stem.split("_")[1], config.stem.split("_")[1])
+    word = config.stem.split("_")[1]  # sasrec_toys_ce -> toys
+    dataset = {"amazon": "beauty"}.get(word, word)
     assert gin.query_parameter("train_sasrec.out_dir") == f"out/sasrec/{dataset}/ce"

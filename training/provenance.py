@@ -72,5 +72,6 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    malloc = "" if allocator() == "glibc" else f", {allocator()}"
+    name = allocator()
+    malloc = "" if name == "glibc" else f", {name}"
     return f"{cpu} ({torch.get_num_threads()} threads{malloc}){gpu}"
