@@ -28,14 +28,15 @@ from modules.embedding import SemIdEmbedder, UserIdEmbedder
 from modules.generation import check_step, user_major_groups
 from modules.model import InputProjection, ModelOutput
 from modules.tokens import TokenBatch
-from modules.transformer import BlockConfig, Dropout, FeedForward, SelfAttention, make_norm
+from modules.transformer import BlockConfig, Dropout, FeedForward, SelfAttention, grow_cache, make_norm
 from ops.attention import attention
 from ops.prefix_attention import prefix_attention
 
 
 class DecoderOnlyState(NamedTuple):
-    """prefix_k, prefix_v: [B, L, H, S, Dh] every layer's K/V of each user's history tokens;
-    prefix_valid: [B, S] bool; own_k, own_v: [R, L, H, t', Dh] K/V of the codes each row has fed;
+    """prefix_k, prefix_v: [L, B, H, S, Dh] every layer's K/V of each user's history tokens;
+    prefix_valid: [B, S] bool; own_k, own_v: [L, R, H, t', Dh] K/V of the codes each row has fed.
+    Layer-major, so a layer's slice is contiguous: attention reads it in place, with no copy per call;
     last: [B, D] final hidden state at each user's last history token (it predicts level 0);
     position: [B] int64 item position of the item being generated; row_user: [R] int64 user of each row;
     level: the level the next `step` predicts."""
@@ -72,13 +73,13 @@ class CausalLayer(nn.Module):
         return self._finish(x, rearrange(out, "b h s d -> b s h d")), k, v
 
     def step(self, x, prefix_k, prefix_v, prefix_valid, own_k, own_v):
-        """x: [B, G, D] (G rows per prefix row); prefix_*: [B, H, S, Dh], [B, S]; own_k/v: [B, G, H, t, Dh]
-        -> (x [B, G, D], k [B, G, H, t+1, Dh], v [B, G, H, t+1, Dh])."""
+        """x: [B, G, D] (G rows per prefix row); prefix_*: [B, H, S, Dh], [B, S]; own_k/v: [B, G, H, t+1, Dh]
+        whose last position this layer fills with its own K/V (in place) -> x [B, G, D]."""
         q, k, v = self.attn._qkv(self.attn_norm(x))  # [B, G, H, Dh] each
-        own_k = torch.cat([own_k, k.unsqueeze(3)], dim=3)
-        own_v = torch.cat([own_v, v.unsqueeze(3)], dim=3)
+        own_k[..., -1, :] = k
+        own_v[..., -1, :] = v
         out = prefix_attention(q, prefix_k, prefix_v, prefix_valid, own_k, own_v)  # [B, G, H, Dh]
-        return self._finish(x, out), own_k, own_v
+        return self._finish(x, out)
 
 
 def append_target(batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,12 +163,12 @@ class DecoderOnlyModel(nn.Module):
         return x, valid
 
     def _run(self, x: torch.Tensor, valid: torch.Tensor):
-        """x [B, S, E] -> (hidden [B, S, D] after the final norm, k and v [B, L, H, S, Dh])."""
+        """x [B, S, E] -> (hidden [B, S, D] after the final norm, k and v [L, B, H, S, Dh])."""
         h, ks, vs = self.input_projection(x), [], []
         for layer in self.layers:
             h, k, v = layer(h, valid)
             ks, vs = ks + [k], vs + [v]
-        return self.norm(h), torch.stack(ks, dim=1), torch.stack(vs, dim=1)
+        return self.norm(h), torch.stack(ks), torch.stack(vs)
 
     def _loss_mask(self, items: torch.Tensor, n_items: torch.Tensor) -> torch.Tensor:
         """-> [B, M-1] bool: which of items 1..M-1 are predicted (every valid one, or only the target)."""
@@ -210,7 +211,7 @@ class DecoderOnlyModel(nn.Module):
         hidden, k, v = self._run(x, valid)
         rows = torch.arange(x.shape[0], device=x.device)
         last = hidden[rows, self.n_user_tokens + batch.lengths * self.n_codes - 1]  # [B, D]
-        empty = k.new_zeros(k.shape[:3] + (0,) + k.shape[4:])  # [B, L, H, 0, Dh]
+        empty = k.new_zeros(k.shape[:3] + (0,) + k.shape[4:])  # [L, B, H, 0, Dh]
         return DecoderOnlyState(k, v, valid, empty, empty, last, batch.lengths, rows, 0)
 
     def step(self, state: DecoderOnlyState, codes: torch.Tensor | None):
@@ -222,23 +223,18 @@ class DecoderOnlyModel(nn.Module):
             return logits, state._replace(level=1)
         level = torch.full_like(codes, t - 1)
         x = self.input_projection(self._item_tokens(level, codes, state.position[state.row_user]))  # [R, D]
-        prefix = (state.prefix_k, state.prefix_v, state.prefix_valid)
+        prefix_k, prefix_v, prefix_valid = state.prefix_k, state.prefix_v, state.prefix_valid
         groups = user_major_groups(state.row_user, state.last.shape[0])
         if groups is None:  # any other row layout: a per-row copy of the prefix
-            prefix, groups = tuple(p[state.row_user] for p in prefix), 1
+            prefix_k, prefix_v = prefix_k[:, state.row_user], prefix_v[:, state.row_user]
+            prefix_valid, groups = prefix_valid[state.row_user], 1
+        own_k, own_v = grow_cache(state.own_k), grow_cache(state.own_v)  # [L, R, H, t+1, Dh]
         split = "(b g) ... -> b g ..."
         h = rearrange(x, split, g=groups)
-        own_k, own_v = (rearrange(o, split, g=groups) for o in (state.own_k, state.own_v))
-        new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
-            h, k, v = layer.step(
-                h, prefix[0][:, i], prefix[1][:, i], prefix[2], own_k[:, :, i], own_v[:, :, i]
-            )
-            new_k, new_v = new_k + [k], new_v + [v]
+            own = (rearrange(o[i], split, g=groups) for o in (own_k, own_v))  # views [B, G, H, t, Dh]
+            h = layer.step(h, prefix_k[i], prefix_v[i], prefix_valid, *own)
         h = rearrange(self.norm(h), "b g d -> (b g) d")
-        merge = "b g l h t d -> (b g) l h t d"
-        own_k = rearrange(torch.stack(new_k, dim=2), merge)
-        own_v = rearrange(torch.stack(new_v, dim=2), merge)
         logits = (h @ self.head[t].T).float()  # [R, K]
         return logits, state._replace(own_k=own_k, own_v=own_v, level=t + 1)
 
@@ -246,7 +242,7 @@ class DecoderOnlyModel(nn.Module):
     def reorder(state: DecoderOnlyState, index: torch.Tensor) -> DecoderOnlyState:
         """index: [R'] int64 rows of `state` to keep (repeats allowed) -> state with R' rows."""
         return state._replace(
-            own_k=state.own_k.index_select(0, index),
-            own_v=state.own_v.index_select(0, index),
+            own_k=state.own_k.index_select(1, index),
+            own_v=state.own_v.index_select(1, index),
             row_user=state.row_user.index_select(0, index),
         )

@@ -45,7 +45,7 @@ class DecodeState(NamedTuple):
 
     memory: [ΣS, L, 2, H, Dh] cross-attention K/V of every decoder layer over the packed encoder tokens, one
     copy per user (users sorted by length, `groups`); groups: LengthGroups of the B users (tensors and ints);
-    self_k, self_v: [R, L, H, t, Dh] decoder self-attention cache of the t positions fed so far;
+    self_k, self_v: [L, R, H, t, Dh] decoder self-attention cache of the t positions fed so far;
     row_user: [R] int64, the user (original batch row) of each decoding row.
     """
 
@@ -199,7 +199,7 @@ class RetrievalModel(nn.Module):
         enc, groups = self._encode(batch)
         memory = self.decoder.memory(enc)  # [ΣS, L, 2, H, Dh]
         _, n_layers, _, n_heads, head_dim = memory.shape
-        empty = memory.new_zeros(len(groups.order), n_layers, n_heads, 0, head_dim)
+        empty = memory.new_zeros(n_layers, len(groups.order), n_heads, 0, head_dim)
         row_user = torch.arange(len(groups.order), device=memory.device)
         return DecodeState(memory, groups, empty, empty, row_user)
 
@@ -232,7 +232,7 @@ class RetrievalModel(nn.Module):
     def reorder(state: DecodeState, index: torch.Tensor) -> DecodeState:
         """index: [R'] int64 rows of `state` to keep (repeats allowed) -> state with R' rows."""
         return state._replace(
-            self_k=state.self_k.index_select(0, index),
-            self_v=state.self_v.index_select(0, index),
+            self_k=state.self_k.index_select(1, index),
+            self_v=state.self_v.index_select(1, index),
             row_user=state.row_user.index_select(0, index),
         )

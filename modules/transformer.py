@@ -7,7 +7,10 @@ self-attention, cross-attention to the encoder tokens of the same row, feed-forw
 Each block is pre-norm (default) or post-norm; each stack ends with a final norm. No biases.
 
 Incremental decoding (`Decoder.step`): one new position per row; the self-attention K/V of earlier positions
-and the cross-attention K/V of the encoder output are explicit tensors passed in and returned.
+and the cross-attention K/V of the encoder output are explicit tensors passed in and returned. The
+self-attention cache is layer-major, `[L, R, H, t, Dh]`: each step makes one grown copy (`grow_cache`) whose
+last position every layer fills in place, where a concatenation per layer and a stack over the layers made
+two copies.
 """
 
 from typing import NamedTuple
@@ -23,6 +26,14 @@ from ops.jagged import LengthGroups
 from ops.norm import rms_norm
 
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu}
+
+
+def grow_cache(cache: torch.Tensor) -> torch.Tensor:
+    """Layer-major K or V cache [L, R, H, t, Dh] -> a new [L, R, H, t+1, Dh] holding `cache` in its first t
+    positions; the last one is unset, for the layers' `forward_step` to fill in place."""
+    grown = cache.new_empty(cache.shape[:3] + (cache.shape[3] + 1,) + cache.shape[4:])
+    grown[..., :-1, :] = cache
+    return grown
 
 
 class BlockConfig(NamedTuple):
@@ -111,13 +122,15 @@ class SelfAttention(nn.Module):
         out = attention(q, k, v, causal=True, dropout_p=self._p())  # [B, H, T, Dh]
         return self.out(rearrange(out, "b h s d -> b s (h d)"))
 
-    def forward_step(self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor):
-        """One new position per row. x: [R, D]; past_k, past_v: [R, H, t, Dh]
-        -> (out [R, D], k [R, H, t+1, Dh], v [R, H, t+1, Dh])."""
-        q, k, v = (rearrange(t, "r h d -> r h 1 d") for t in self._qkv(x))
-        k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-        out = attention(q, k, v, dropout_p=self._p())  # [R, H, 1, Dh]; every cached position is earlier
-        return self.out(rearrange(out, "r h 1 d -> r (h d)")), k, v
+    def forward_step(self, x: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor) -> torch.Tensor:
+        """One new position per row. x: [R, D]; cache_k, cache_v: [R, H, t+1, Dh], the K/V of the t earlier
+        positions followed by a slot this call fills (in place) with the new position's -> out [R, D]."""
+        q, k, v = self._qkv(x)  # [R, H, Dh] each
+        cache_k[:, :, -1] = k
+        cache_v[:, :, -1] = v
+        q = rearrange(q, "r h d -> r h 1 d")
+        out = attention(q, cache_k, cache_v, dropout_p=self._p())  # [R, H, 1, Dh]; every key is earlier
+        return self.out(rearrange(out, "r h 1 d -> r (h d)"))
 
 
 class CrossAttention(nn.Module):
@@ -190,14 +203,14 @@ class DecoderLayer(_Block):
         x = self._out(x, y, self.cross_norm)
         return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm)
 
-    def step(self, x, past_k, past_v, memory, groups: LengthGroups):
-        """x: [R, D] user-major; past_k/v: [R, H, t, Dh]; memory: (k, v) [ΣS, H, Dh]
-        -> (x [R, D], k [R, H, t+1, Dh], v [R, H, t+1, Dh])."""
-        y, k, v = self.self_attn.forward_step(self._in(x, self.self_norm), past_k, past_v)
+    def step(self, x, cache_k, cache_v, memory, groups: LengthGroups) -> torch.Tensor:
+        """x: [R, D] user-major; cache_k/v: [R, H, t+1, Dh] (SelfAttention.forward_step fills the last
+        position); memory: (k, v) [ΣS, H, Dh] -> x [R, D]."""
+        y = self.self_attn.forward_step(self._in(x, self.self_norm), cache_k, cache_v)
         x = self._out(x, y, self.self_norm)
         y = self.cross_attn.forward_step(self._in(x, self.cross_norm), *memory, groups)
         x = self._out(x, y, self.cross_norm)
-        return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm), k, v
+        return self._out(x, self.ffn(self._in(x, self.ffn_norm)), self.ffn_norm)
 
 
 class Encoder(nn.Module):
@@ -242,10 +255,10 @@ class Decoder(nn.Module):
         return self.norm(x)
 
     def step(self, x, past_k, past_v, memory: torch.Tensor, groups: LengthGroups):
-        """x: [R, D] user-major; past_k/v: [R, L, H, t, Dh] (rows first: reordering beams copies whole rows);
-        memory: [ΣS, L, 2, H, Dh] -> (out [R, D], k [R, L, H, t+1, Dh], v [R, L, H, t+1, Dh])."""
-        ks, vs = [], []
-        for layer, kv, *past in zip(self.layers, self._per_layer(memory), past_k.unbind(1), past_v.unbind(1)):
-            x, k, v = layer.step(x, *past, kv, groups)
-            ks, vs = ks + [k], vs + [v]
-        return self.norm(x), torch.stack(ks, dim=1), torch.stack(vs, dim=1)
+        """x: [R, D] user-major; past_k/v: [L, R, H, t, Dh] (layer-major: a layer's slice is contiguous);
+        memory: [ΣS, L, 2, H, Dh] -> (out [R, D], k [L, R, H, t+1, Dh], v [L, R, H, t+1, Dh])."""
+        cache_k, cache_v = grow_cache(past_k), grow_cache(past_v)
+        for i, (layer, kv) in enumerate(zip(self.layers, self._per_layer(memory))):
+            # indexing, not unbind: unbind's views may not be filled in place under autograd
+            x = layer.step(x, cache_k[i], cache_v[i], kv, groups)
+        return self.norm(x), cache_k, cache_v

@@ -13,6 +13,7 @@ from modules.transformer import (
     FeedForward,
     RMSNorm,
     SelfAttention,
+    grow_cache,
     make_norm,
 )
 from ops.attention import naive_attention
@@ -92,10 +93,11 @@ def test_causal_self_attention_and_cached_steps():
     q_w, kv_w = _split_qkv(attn)
     full = attn.forward_causal(x)
     assert_close(full, _mha_reference(attn, x, x, q_w, kv_w, causal=True))
-    k = v = torch.zeros(3, H, 0, 8)
+    k = v = torch.zeros(1, 3, H, 0, 8)  # layer-major [L, R, H, t, Dh], one layer
     for t in range(4):
-        out, k, v = attn.forward_step(x[:, t], k, v)
-        assert k.shape == (3, H, t + 1, 8)
+        k, v = grow_cache(k), grow_cache(v)
+        out = attn.forward_step(x[:, t], k[0], v[0])
+        assert k.shape == (1, 3, H, t + 1, 8)
         assert_close(out, full[:, t])
 
 
@@ -148,10 +150,10 @@ def test_decoder_cached_steps_equal_teacher_forcing(norm_first):
     x = torch.randn(3, 4, D)
     full = decoder(x, decoder.memory(enc), groups)
     x_users = x[groups.inverse]  # step rows are users in original order
-    k = v = torch.zeros(3, 2, H, 0, 6)  # [R, L, H, t, Dh]
+    k = v = torch.zeros(2, 3, H, 0, 6)  # [L, R, H, t, Dh]
     for t in range(4):
         out, k, v = decoder.step(x_users[:, t], k, v, decoder.memory(enc), groups)
-        assert k.shape == (3, 2, H, t + 1, 6)
+        assert k.shape == (2, 3, H, t + 1, 6)
         assert_close(out, full[groups.inverse, t])
 
 
