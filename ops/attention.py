@@ -6,10 +6,7 @@ True = attend (valid). The default scale is Dh^-0.5.
 Kernel choice in `attention` (measured on a 2-core AMD EPYC (Zen 4), torch 2.13 CPU, the length-grouped blocks
 of one Beauty-shaped batch, fwd+bwd per encoder layer): fp32 -> F.scaled_dot_product_attention (flash CPU
 kernel, 55 ms; the plain math below takes 86 ms); bf16 on CPU -> the plain math with an fp32 softmax (32 ms;
-SDPA's bf16 backward alone takes 88 ms). Without a backward (evaluation, beam search) bf16 on CPU also takes
-SDPA: its fused forward over a decoder-only history batch ([512, 6, 85, 64], causal + key mask) took 0.56 s
-against the plain math's 1.36 s (Intel Xeon AMX, one thread, 2026-12-03). Both paths are bound to
-`naive_attention` by tests/ops/test_attention.py.
+SDPA's bf16 backward alone takes 88 ms). Both are bound to `naive_attention` by tests/ops/test_attention.py.
 """
 
 import torch
@@ -63,11 +60,6 @@ def _math_attention(q, k, v, mask, dropout_p: float) -> torch.Tensor:
     return torch.matmul(weights.to(v.dtype), v)
 
 
-def _needs_backward(*tensors: torch.Tensor) -> bool:
-    """Whether autograd will differentiate through attention of these tensors."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -81,8 +73,7 @@ def attention(
     q: [*, H, Sq, Dh]; k, v: [*, H, Sk, Dh]; key_mask: [*, Sk] bool or None -> [*, H, Sq, Dh].
     The caller passes dropout_p = 0 in eval mode.
     """
-    low_precision_cpu = q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
-    if low_precision_cpu and _needs_backward(q, k, v):
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
         return _math_attention(
             q, k, v, _mask(key_mask, causal, q.shape[-2], k.shape[-2], q.device), dropout_p
         )
