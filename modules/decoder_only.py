@@ -232,7 +232,7 @@ class DecoderOnlyModel(nn.Module):
         split = "(b g) ... -> b g ..."
         h = rearrange(x, split, g=groups)
         for i, layer in enumerate(self.layers):
-            own = (rearrange(o[i], split, g=groups) for o in (own_k, own_v))  # views [B, G, H, t, Dh]
+            own = (rearrange(o[i], split, g=groups) for o in (own_k, own_v))  # views [B, G, H, t+1, Dh]
             h = layer.step(h, prefix_k[i], prefix_v[i], prefix_valid, *own)
         h = rearrange(self.norm(h), "b g d -> (b g) d")
         logits = (h @ self.head[t].T).float()  # [R, K]

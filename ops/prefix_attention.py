@@ -25,32 +25,19 @@ def prefix_attention(
     own_k, own_v: [B, G, H, t, Dh] -> [B, G, H, Dh]. Scale Dh^-0.5; softmax in float32.
 
     The prefix products are batched over (B, H) with the G rows of a user as the matrix rows, so a
-    contiguous prefix (a layer-major cache's slice) is read in place, never copied per row or per call; the
-    softmax runs over the two score blocks without concatenating them (joint_softmax)."""
+    contiguous prefix (a layer-major cache's slice) is read in place, never copied per row or per call."""
+    n_prefix = prefix_k.shape[2]
     scale = q.shape[-1] ** -0.5
     q_heads = rearrange(q, "b g h d -> b h g d")
     prefix_scores = torch.matmul(q_heads, prefix_k.transpose(-1, -2)).float() * scale  # [B, H, G, S]
     prefix_scores.masked_fill_(~prefix_valid[:, None, None, :], float("-inf"))
     own_scores = torch.matmul(q.unsqueeze(-2), own_k.transpose(-1, -2)).float() * scale  # [B, G, H, 1, t]
     own_scores = rearrange(own_scores, "b g h 1 t -> b h g t")
-    prefix_weights, own_weights = joint_softmax(prefix_scores, own_scores)
-    from_prefix = torch.matmul(prefix_weights.to(q.dtype), prefix_v)  # [B, H, G, Dh]
-    own_weights = rearrange(own_weights.to(q.dtype), "b h g t -> b g h 1 t")
+    weights = torch.cat([prefix_scores, own_scores], dim=-1).softmax(dim=-1).to(q.dtype)  # [B, H, G, S+t]
+    from_prefix = torch.matmul(weights[..., :n_prefix], prefix_v)  # [B, H, G, Dh]
+    own_weights = rearrange(weights[..., n_prefix:], "b h g t -> b g h 1 t")
     from_own = torch.matmul(own_weights, own_v).squeeze(-2)  # [B, G, H, Dh]
     return rearrange(from_prefix, "b h g d -> b g h d") + from_own
-
-
-def joint_softmax(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax over the concatenation of a [*, Sa] and b [*, Sb] along the last axis, returned in two parts
-    (the halves of softmax(cat([a, b]))), without building the concatenation. Every row needs one finite
-    score. Overwrites a and b in place (inference only: autograd cannot go through it)."""
-    peak = a.amax(-1, keepdim=True)  # [*, 1]
-    if b.shape[-1]:
-        peak = torch.maximum(peak, b.amax(-1, keepdim=True))
-    a = a.sub_(peak).exp_()
-    b = b.sub_(peak).exp_()
-    total = a.sum(-1, keepdim=True) + b.sum(-1, keepdim=True)
-    return a.div_(total), b.div_(total)
 
 
 def prefix_attention_reference(q, prefix_k, prefix_v, prefix_valid, own_k, own_v) -> torch.Tensor:

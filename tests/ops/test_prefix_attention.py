@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from ops.prefix_attention import joint_softmax, prefix_attention, prefix_attention_reference
+from ops.prefix_attention import prefix_attention, prefix_attention_reference
 
 
 @pytest.mark.parametrize("own", [0, 1, 3])
@@ -27,13 +27,3 @@ def test_invalid_prefix_keys_get_no_weight():
     changed = prefix_v.clone()
     changed[..., 2:, :] = 1e3
     assert_close(prefix_attention(q, prefix_k, changed, valid, own_k, own_v), out)
-
-
-@pytest.mark.parametrize("widths", [(5, 3), (4, 0), (1, 2)])
-def test_joint_softmax_is_the_softmax_of_the_concatenation(widths):
-    gen = torch.Generator().manual_seed(2)
-    a, b = (torch.randn(3, 2, w, generator=gen) for w in widths)
-    a[0, 0, -1] = float("-inf")  # a masked score gets weight 0
-    expected = torch.cat([a, b], dim=-1).softmax(dim=-1)
-    left, right = joint_softmax(a.clone(), b.clone())
-    assert_close(torch.cat([left, right], dim=-1), expected)
