@@ -45,7 +45,7 @@ from training.retriever import (
     split_targets,
     train_step,
 )
-from training.selection import Finalists
+from training.selection import Finalists, plateaued
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -155,7 +155,9 @@ def train(loop: DecoderLoop) -> dict[str, float]:
         pooled = pool_shard_means(scores, "eval/users", cross_process(accelerator, "sum"))
         return with_standard_errors(pooled, "eval/users")
 
-    for step in progress(start, loop.iterations):
+    stopped = plateaued(chosen.entries, start, loop.patience, loop.eval_every)  # a resumed early stop
+    last = start
+    for step in progress(start, start if stopped else loop.iterations):
         batch, weight = batches(step)
         sums.add(train_step(step_model, optimizer, scheduler, batch, accelerator, weight))
         done = step + 1
@@ -174,20 +176,24 @@ def train(loop: DecoderLoop) -> dict[str, float]:
             metrics.update({"perf/examples": done * loop.batch_size, "perf/train_wall_s": wall})
             logger.log(metrics, done)
             t_log = time.perf_counter()
-        if (done % loop.ckpt_every == 0 or done == loop.iterations) and is_main:
+        last = done
+        stop = plateaued(chosen.entries, done, loop.patience, loop.eval_every)
+        if (done % loop.ckpt_every == 0 or done == loop.iterations or stop) and is_main:
             save_state(run, plain, optimizer, scheduler, done, config, best, sem, chosen, wall)
+        if stop:
+            tqdm.write(f"stopped at step {done}: {loop.patience} validations without a new best")
+            break
     full_valid = eval_loader(dataset, "valid", loop.eval_batch_size, None, *shard_of)
     sampled = len(valid.dataset) < len(full_valid.dataset)  # (per process) a sample, not the whole split
-    trained = start < loop.iterations
+    trained = last > start
     summary = select_best(
         run, plain, chosen, retrieval, full_valid, loop.select_metric, accelerator, sampled, trained
     )
     test = eval_loader(dataset, "test", loop.eval_batch_size, None, *shard_of)
     summary.update(final_test(run, plain, dataset, retrieval, test, accelerator))
     # no timings in the summary, so a rerun of a finished run writes the same metrics.json
-    summary.update(
-        {"iterations": loop.iterations, "examples": loop.iterations * loop.batch_size, "best_valid": best}
-    )
+    summary.update({"iterations": last, "examples": last * loop.batch_size, "best_valid": best})
+    summary["stopped_early"] = last < loop.iterations
     summary["commit"] = commit
     return finish(summary, run, logger, accelerator)
 

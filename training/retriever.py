@@ -58,6 +58,10 @@ class DecoderLoop:
     evaluation, checkpoints and best.pt use the eager model. Length-grouped widths recompile once, then run
     with dynamic shapes. Compiling costs minutes on a CPU before the first step.
 
+    patience P (None: off): training stops early once P validations in a row, after the best one so far,
+    did not beat it (training.selection.plateaued); selection and the test pass then run as at the end of
+    `iterations`, and metrics.json records the steps trained. A resumed run that had stopped stays stopped.
+
     Cold start (an artifact from train_rqvae.cold_start): beam search runs over the warm items and every
     evaluation also reports, for each share ε in `cold_epsilons`, the top k with ⌈ε·k⌉ slots reserved for
     cold items (evaluate/retrieval.py ColdStart; metrics eval/eps{ε}/{all,warm,cold}/...).
@@ -82,6 +86,7 @@ class DecoderLoop:
     cold_epsilons: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     length_groups: int = 0
     compile_blocks: bool = False
+    patience: int | None = None
 
 
 def load_data(semantic_ids: str) -> tuple[RawDataset, SemanticIds, SeqData]:

@@ -26,6 +26,15 @@ def sample_rows(n: int, max_rows: int | None, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_rows, replace=False)).astype(np.int64)
 
 
+def plateaued(entries: list[tuple[float, int]], step: int, patience: int | None, eval_every: int) -> bool:
+    """True when `patience` validations (one every `eval_every` steps) have run since the best one in
+    `entries` (Finalists.entries, best first) without beating it, counted at `step`; False when patience is
+    None or nothing has been validated."""
+    if patience is None or not entries:
+        return False
+    return step - entries[0][1] >= patience * eval_every
+
+
 class Finalists:
     """The `size` best validation scores so far, [(score, step)] best first, each with its model weights on
     disk. Ties keep the earlier step. state_dict() holds the list, so a resumed run keeps its finalists."""

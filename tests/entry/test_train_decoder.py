@@ -88,6 +88,20 @@ def test_best_is_chosen_on_the_full_validation_split(tmp_path, semantic_ids):
     )
 
 
+def test_patience_stops_on_a_plateau_and_a_rerun_stays_stopped(tmp_path, semantic_ids):
+    # lr 1e-12: every validation scores the same, ties keep the earlier step, so the best stays at step 10
+    flat = ("adamw.lr = 1e-12", "train_decoder.eval_every = 10", "train_decoder.patience = 2")
+    summary = run(tmp_path, semantic_ids, *flat, "train_decoder.iterations = 100")
+    assert summary["iterations"] == 30 and summary["stopped_early"] is True
+    assert summary["examples"] == 30 * 32
+    assert max(r["step"] for r in rows(tmp_path) if "train/loss" in r) == 30
+    assert load_tensors(tmp_path / "checkpoint.pt")["step"] == 30
+    before = (tmp_path / "metrics.json").read_text()
+    again = run(tmp_path, semantic_ids, *flat, "train_decoder.iterations = 100")
+    assert again["iterations"] == 30 and (tmp_path / "metrics.json").read_text() == before
+    assert max(r["step"] for r in rows(tmp_path) if "train/loss" in r) == 30
+
+
 def test_subsequence_examples_train_and_resume_exactly(tmp_path, semantic_ids):
     sub = ('SeqData.train_examples = "subsequence"', "train_decoder.eval_every = 10")
     full = run(tmp_path / "full", semantic_ids, *sub, "train_decoder.iterations = 20")

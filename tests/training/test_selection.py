@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.selection import Finalists, sample_rows
+from training.selection import Finalists, plateaued, sample_rows
 
 
 def test_sample_rows_is_seeded_uniform_and_not_the_first_rows():
@@ -61,3 +61,11 @@ def test_resumed_finalists_drop_files_written_after_the_checkpoint(tmp_path):
     resumed.load_state_dict(state)
     assert resumed.entries == [(0.1, 10)]
     assert [p.name for p in tmp_path.glob("*.pt")] == ["step-10.pt"]
+
+
+def test_plateaued_counts_validations_since_the_best():
+    entries = [(0.3, 200), (0.2, 100)]  # best first
+    assert not plateaued(entries, 300, 2, 100)  # one validation since the best
+    assert plateaued(entries, 400, 2, 100)  # two
+    assert not plateaued(entries, 10_000, None, 100)  # patience off
+    assert not plateaued([], 10_000, 1, 100)  # nothing validated yet
