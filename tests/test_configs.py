@@ -121,6 +121,22 @@ def test_protocols_compose_after_a_recipe(protocol):
     assert gin.query_parameter("adamw.lr") == 0.001  # a protocol never changes what the recipe learns
 
 
+def test_ml1m_protocol_binds_what_the_ml1m_row_ran_as_flags():
+    model = ["configs/decoder_ml1m_paper.gin", "configs/recipes/decoder_only_grouped_dropout0.2.gin"]
+    flags = [
+        "SeqData.max_items = 20",
+        "train_decoder.eval_every = 200",
+        "train_decoder.patience = 4",
+        "train_decoder.iterations = 3000",
+    ]  # the command in docs/results/ml1m-cpu-*.json
+    load_gin(model, flags)
+    ran = gin.config_str()
+    load_gin([*model, "configs/recipes/ml1m_cpu_protocol.gin"], [])
+    assert gin.config_str() == ran
+    every = {k: gin.query_parameter(f"train_decoder.{k}") for k in ("eval_every", "ckpt_every")}
+    assert every["eval_every"] % every["ckpt_every"] == 0
+
+
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_composes_with_the_paper_model_at_the_study_budget(recipe):
     load_gin(["configs/decoder_amazon_paper.gin", recipe], [])
