@@ -128,7 +128,7 @@ def test_ml1m_protocol_binds_what_the_ml1m_row_ran_as_flags():
         "train_decoder.eval_every = 200",
         "train_decoder.patience = 4",
         "train_decoder.iterations = 3000",
-    ]  # the command in docs/results/ml1m-cpu-*.json
+    ]  # the flags of docs/results/ml1m-cpu-*.json's command (which stopped the run at 2,200)
     load_gin(model, flags)
     ran = gin.config_str()
     load_gin([*model, "configs/recipes/ml1m_cpu_protocol.gin"], [])
