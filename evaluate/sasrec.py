@@ -5,8 +5,9 @@ the split and the metrics are right (published on Beauty: R@10 0.0605 / N@10 0.0
 
 Trains on every training target of a user in one causal pass (the decoder's sliding targets), scores the
 full validation split every `eval_every` steps (all I items ranked, history items included, as beam
-search may return them too), keeps best.pt on validation recall, stops after `patience` validations
-without improvement, then scores the test split once from best.pt beside the popularity baseline.
+search may return them too), keeps best.pt on validation recall, stops once `patience` validations have
+run since the best one (training.selection.plateaued, the decoder's rule), then scores the test split once
+from best.pt beside the popularity baseline.
 Writes out/sasrec/<dataset>/<run>/: config.gin, checkpoint.pt (exact resume), best.pt, metrics.jsonl,
 metrics.json.
 """
@@ -32,6 +33,7 @@ from training.guards import check_finite
 from training.logger import make_logger
 from training.loop import BatchOrder, adamw, progress
 from training.provenance import git_commit, machine, run_dir, write_config
+from training.selection import plateaued
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -90,16 +92,15 @@ def train(
     splits = {s: windows(dataset.sequences, s, model.max_len) for s in ("train", "valid", "test")}
     order = BatchOrder(len(splits["train"].users), batch_size, seed)
     optimizer = adamw(model.parameters())
-    state = {"step": 0, "best": -1.0, "bad_evals": 0, "train_wall_s": 0.0}
+    state = {"step": 0, "best": -1.0, "best_step": 0, "train_wall_s": 0.0}
     ckpt = run / "checkpoint.pt"
     if ckpt.exists():
-        payload = load_checkpoint(ckpt, model=model, optimizer=optimizer)
-        state = {k: payload[k] for k in state}
+        state = resumed_state(load_checkpoint(ckpt, model=model, optimizer=optimizer), eval_every)
     config = write_config(run, True)
     logger = make_logger(run, "tiger-sasrec", {"gin": config}, use_wandb, True, state["step"])
     t_log, losses = time.perf_counter(), []
     for step in progress(state["step"], iterations):
-        if state["bad_evals"] >= patience:
+        if plateaued([(state["best"], state["best_step"])], step, patience, eval_every):
             break
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)  # negatives: a function of the step
         losses.append(train_step(model, optimizer, splits["train"], order.indices(step), gen))
@@ -110,10 +111,8 @@ def train(
         check_finite(metrics, done, run)
         if done % eval_every == 0 or done == iterations:
             metrics.update(score_split(model, splits["valid"], eval_batch_size, "valid/"))
-            improved = metrics["valid/recall@10"] > state["best"]
-            state["best"] = max(state["best"], metrics["valid/recall@10"])
-            state["bad_evals"] = 0 if improved else state["bad_evals"] + 1
-            if improved:
+            if metrics["valid/recall@10"] > state["best"]:
+                state.update(best=metrics["valid/recall@10"], best_step=done)
                 atomic_save({"model": model.state_dict(), "step": done}, run / "best.pt")
         state["train_wall_s"] += time.perf_counter() - t_log
         state["step"] = done
@@ -123,6 +122,14 @@ def train(
             save_checkpoint(ckpt, model=model, optimizer=optimizer, step=done, config=config, extra=state)
     provenance = {"command": command, "commit": commit}
     return finish(run, model, dataset, splits, eval_batch_size, state, provenance, logger, batch_size)
+
+
+def resumed_state(payload: dict, eval_every: int) -> dict:
+    """The loop state of a checkpoint. One written before `best_step` was stored (it counted validations
+    without a new best instead) gets the step that count implies, so its patience runs on unchanged."""
+    state = {k: payload[k] for k in ("step", "best", "train_wall_s")}
+    state["best_step"] = payload.get("best_step", payload["step"] - payload.get("bad_evals", 0) * eval_every)
+    return state
 
 
 def finish(run: Path, model, dataset, splits, batch_size: int, state, provenance, logger, rows) -> dict:

@@ -42,3 +42,11 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_patience_stops_early(tmp_path):
     summary = run(tmp_path, "train_sasrec.patience = 1", "adamw.lr = 1e-30")  # no update survives float32
     assert summary["steps"] == 40  # step 20 sets the best, step 40 does not improve on it
+
+
+def test_a_checkpoint_that_counted_bad_validations_resumes_with_the_best_step_it_implies():
+    legacy = {"step": 60, "best": 0.1, "bad_evals": 2, "train_wall_s": 3.0}
+    assert sasrec.resumed_state(legacy, eval_every=20) == {
+        "step": 60, "best": 0.1, "train_wall_s": 3.0, "best_step": 20,
+    }  # fmt: skip
+    assert sasrec.resumed_state({**legacy, "best_step": 40}, eval_every=20)["best_step"] == 40
