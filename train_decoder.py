@@ -10,41 +10,22 @@ Re-running the same command resumes from checkpoint.pt.
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
-from accelerate.utils import compile_regions
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from data.artifact import SemanticIds
 from data.files import atomic_save, load_tensors, write_json
-from evaluate.metrics import renamed, with_standard_errors
+from evaluate.metrics import renamed
 from evaluate.popularity import split_baseline
-from evaluate.retrieval import evaluate_retrieval
-from training.checkpoint import (
-    CHECKPOINT_KEY,
-    check_checkpoint,
-    load_checkpoint,
-    resume_from,
-    save_checkpoint,
-)
-from training.cli import ConfigError, load_gin, parse_args, run_cli
-from training.distributed import cross_process, make_accelerator, pool_shard_means
+from training.checkpoint import CHECKPOINT_KEY, save_checkpoint
+from training.cli import load_gin, parse_args, run_cli
+from training.decoder_setup import Parts, setup
+from training.distributed import cross_process, make_accelerator
 from training.guards import check_intervals
-from training.logger import make_logger
-from training.loop import MetricSums, adamw, interval_metrics, progress
-from training.provenance import git_commit, machine, run_dir, write_config
-from training.retriever import (
-    DecoderLoop,
-    TrainBatches,
-    eval_loader,
-    load_data,
-    make_model,
-    retrieval_targets,
-    split_targets,
-    train_step,
-)
+from training.loop import MetricSums, interval_metrics, progress
+from training.provenance import git_commit, machine, run_dir
+from training.retriever import DecoderLoop, eval_loader, split_targets, train_step
 from training.selection import Finalists, plateaued
 
 
@@ -52,31 +33,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     args = parse_args(argv, "Train the generative retrieval model on semantic IDs")
     load_gin(args.configs, args.gin)
     return train(DecoderLoop())
-
-
-class Components(NamedTuple):
-    """Everything the loop needs, built from gin and (when present) the run's checkpoint."""
-
-    model: torch.nn.Module  # RetrievalModel or DecoderOnlyModel (make_model.architecture)
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    start: int
-    best: float
-    resumed: dict  # the checkpoint's payload ({} for a fresh run): finalists, training wall time
-
-
-def build(sem: SemanticIds, max_items: int, schedule, ckpt: Path) -> Components:
-    """Model sized by the stage-1 artifact (K, C) and the history length; resumes from `ckpt` if it exists."""
-    model = make_model(sem, max_items)
-    optimizer = adamw(model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    if not ckpt.exists():
-        return Components(model, optimizer, scheduler, 0, -1.0, {})
-    check_checkpoint(ckpt, sem, "train_decoder.semantic_ids")  # refuses a run trained on other codes
-    payload = load_checkpoint(ckpt, model=model, optimizer=optimizer)
-    scheduler.load_state_dict(payload["scheduler"])
-    tqdm.write(f"resumed from {ckpt} at step {payload['step']}")
-    return Components(model, optimizer, scheduler, payload["step"], payload["best"], payload)
 
 
 def validate(retrieval, valid, model, finalists: Finalists, step: int, best: float, select_metric: str,
@@ -117,97 +73,76 @@ def train(loop: DecoderLoop) -> dict[str, float]:
     check_intervals("train_decoder", loop.log_every, eval_every=loop.eval_every, ckpt_every=loop.ckpt_every)
     torch.manual_seed(loop.seed)
     commit, accelerator = git_commit(), make_accelerator()  # commit: the code that starts the run
-    run, device, is_main = run_dir(loop.out_dir), accelerator.device, accelerator.is_main_process
-    dataset, sem, train_data = load_data(loop.semantic_ids)
-    item_codes = sem.codes.to(device)  # [I, C]
-    trie, cold = retrieval_targets(sem, dataset, loop.cold_epsilons)
-    if cold is not None and accelerator.num_processes > 1:
-        raise ConfigError("a cold-start artifact's evaluation runs in one process (its group metrics)")
-    trie = trie.to(device)
-    model, optimizer, scheduler, start, best, resumed = build(
-        sem, train_data.max_items, loop.schedule, resume_from(run / "checkpoint.pt")
-    )
-    chosen = Finalists(run / "finalists", loop.finalists)
-    if "finalists" in resumed:
-        chosen.load_state_dict(resumed["finalists"], clean=is_main)
-    shard_of = (accelerator.process_index, accelerator.num_processes)
-    batches = TrainBatches(
-        train_data, item_codes, model, loop.batch_size, loop.seed, loop.length_groups, *shard_of
-    )  # the rows of all processes; a batch larger than the split stops here, before config.gin is written
-    config = write_config(run, is_main)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    plain = accelerator.unwrap_model(model)
-    step_model = compile_regions(model) if loop.compile_blocks else model  # same parameters as `plain`
-    valid = eval_loader(dataset, "valid", loop.eval_batch_size, loop.eval_users, *shard_of, seed=loop.seed)
-    monitor = None
-    if loop.monitor_test_users > 0:
-        monitor = eval_loader(
-            dataset, "test", loop.eval_batch_size, loop.monitor_test_users, *shard_of, seed=loop.seed + 1
-        )
-    logger = make_logger(run, "tiger-decoder", {"gin": config}, loop.use_wandb, is_main, start)
+    run = run_dir(loop.out_dir)
+    parts = setup(loop, run, accelerator)
+    last, best = run_steps(loop, parts, run, accelerator)
+    summary = conclude(loop, parts, run, accelerator, last, best)
+    summary["commit"] = commit
+    return finish(summary, run, parts.logger, accelerator)
+
+
+def run_steps(loop: DecoderLoop, parts: Parts, run: Path, accelerator) -> tuple[int, float]:
+    """Train steps from parts.start to loop.iterations (or a plateau): metrics every log_every steps,
+    validation every eval_every, checkpoints every ckpt_every. -> (last step trained, best sampled score)."""
+    is_main, chosen, best, wall = accelerator.is_main_process, parts.finalists, parts.best, parts.wall
     sums, t_log = MetricSums(cross_process(accelerator, "mean")), time.perf_counter()
-    wall = float(resumed.get("train_wall_s", 0.0))  # training + validation seconds, summed over resumes
-
-    def retrieval(loader):
-        scores = evaluate_retrieval(
-            plain, loader, item_codes, trie, beam_width=loop.beam_width, device=device, cold=cold
-        )
-        pooled = pool_shard_means(scores, "eval/users", cross_process(accelerator, "sum"))
-        return with_standard_errors(pooled, "eval/users")
-
-    stopped = plateaued(chosen.entries, start, loop.patience, loop.eval_every)  # a resumed early stop
-    last = start
-    for step in progress(start, start if stopped else loop.iterations):
-        batch, weight = batches(step)
-        sums.add(train_step(step_model, optimizer, scheduler, batch, accelerator, weight))
+    stopped = plateaued(chosen.entries, parts.start, loop.patience, loop.eval_every)  # a resumed early stop
+    last = parts.start
+    for step in progress(parts.start, parts.start if stopped else loop.iterations):
+        batch, weight = parts.batches(step)
+        sums.add(train_step(parts.step_model, parts.optimizer, parts.scheduler, batch, accelerator, weight))
         done = step + 1
         if done % loop.log_every == 0 or done == loop.iterations:
-            metrics = interval_metrics(
-                sums, done, run, loop.log_every / (time.perf_counter() - t_log), optimizer
-            )
+            steps_per_s = loop.log_every / (time.perf_counter() - t_log)
+            metrics = interval_metrics(sums, done, run, steps_per_s, parts.optimizer)
             if done % loop.eval_every == 0 or done == loop.iterations:
                 scores, best = validate(
-                    retrieval, valid, plain, chosen, done, best, loop.select_metric, is_main
+                    parts.retrieval, parts.valid, parts.model, chosen, done, best, loop.select_metric, is_main
                 )
                 metrics.update(scores)
-                if monitor is not None:
-                    metrics.update(renamed(retrieval(monitor), "test_monitor"))
+                if parts.monitor is not None:
+                    metrics.update(renamed(parts.retrieval(parts.monitor), "test_monitor"))
             wall += time.perf_counter() - t_log
             metrics.update({"perf/examples": done * loop.batch_size, "perf/train_wall_s": wall})
-            logger.log(metrics, done)
+            parts.logger.log(metrics, done)
             t_log = time.perf_counter()
         last = done
         stop = plateaued(chosen.entries, done, loop.patience, loop.eval_every)
         if (done % loop.ckpt_every == 0 or done == loop.iterations or stop) and is_main:
-            save_state(run, plain, optimizer, scheduler, done, config, best, sem, chosen, wall)
+            save_state(run, parts, done, best, wall)
         if stop:
             tqdm.write(f"stopped at step {done}: {loop.patience} validations without a new best")
             break
-    full_valid = eval_loader(dataset, "valid", loop.eval_batch_size, None, *shard_of)
-    sampled = len(valid.dataset) < len(full_valid.dataset)  # (per process) a sample, not the whole split
-    trained = last > start
+    return last, best
+
+
+def conclude(loop: DecoderLoop, parts: Parts, run: Path, accelerator, last: int, best: float) -> dict:
+    """best.pt chosen among the finalists on the full validation split, then the test split scored once
+    from it. -> the summary (no timings, so a rerun of a finished run writes the same metrics.json)."""
+    shard_of = (accelerator.process_index, accelerator.num_processes)
+    full_valid = eval_loader(parts.dataset, "valid", loop.eval_batch_size, None, *shard_of)
+    sampled = len(parts.valid.dataset) < len(full_valid.dataset)  # (per process) a sample, not the split
     summary = select_best(
-        run, plain, chosen, retrieval, full_valid, loop.select_metric, accelerator, sampled, trained
-    )
-    test = eval_loader(dataset, "test", loop.eval_batch_size, None, *shard_of)
-    summary.update(final_test(run, plain, dataset, retrieval, test, accelerator))
-    # no timings in the summary, so a rerun of a finished run writes the same metrics.json
+        run, parts.model, parts.finalists, parts.retrieval, full_valid, loop.select_metric, accelerator,
+        sampled, trained=last > parts.start,
+    )  # fmt: skip
+    test = eval_loader(parts.dataset, "test", loop.eval_batch_size, None, *shard_of)
+    summary.update(final_test(run, parts.model, parts.dataset, parts.retrieval, test, accelerator))
     summary.update({"iterations": last, "examples": last * loop.batch_size, "best_valid": best})
     summary["stopped_early"] = last < loop.iterations
-    summary["commit"] = commit
-    return finish(summary, run, logger, accelerator)
+    return summary
 
 
-def save_state(run: Path, model, optimizer, scheduler, step: int, config: str, best: float, sem,
-               finalists: Finalists, wall: float) -> None:  # fmt: skip
+def save_state(run: Path, parts: Parts, step: int, best: float, wall: float) -> None:
     """checkpoint.pt: everything an exact resume needs, plus the fingerprint of the semantic IDs used."""
     extra = {
-        "scheduler": scheduler.state_dict(), "best": best, CHECKPOINT_KEY: sem.fingerprint(),
-        "finalists": finalists.state_dict(), "train_wall_s": wall,
+        "scheduler": parts.scheduler.state_dict(), "best": best, CHECKPOINT_KEY: parts.sem.fingerprint(),
+        "finalists": parts.finalists.state_dict(), "train_wall_s": wall,
     }  # fmt: skip
     save_checkpoint(
-        run / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=config, extra=extra
-    )
+        run / "checkpoint.pt", model=parts.model, optimizer=parts.optimizer, step=step, config=parts.config,
+        extra=extra,
+    )  # fmt: skip
 
 
 def finish(summary: dict, run: Path, logger, accelerator) -> dict[str, float]:

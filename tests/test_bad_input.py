@@ -41,6 +41,7 @@ from data.schema import DataFormatError, DataWarning, RawDataset, check_dataset
 from tests.data.files import REVIEWS, reviews_text, write_gz, write_ml1m_root, write_p5_root
 from training.checkpoint import CHECKPOINT_KEY, check_checkpoint
 from training.cli import ConfigError, load_gin, run_cli
+from training.decoder_setup import build
 from training.guards import NonFiniteLossError
 from training.retriever import load_semantic_ids
 
@@ -244,7 +245,7 @@ def test_resuming_on_other_semantic_ids_is_refused(tmp_path):
         match=rf"checkpoint\.pt was trained on other semantic IDs than "
         rf"train_decoder\.semantic_ids: codebook_size {K} in the checkpoint, {2 * K} now",
     ):
-        train_decoder.build(other, 20, lambda step: 1.0, ckpt)  # before the checkpoint is loaded
+        build(other, 20, lambda step: 1.0, ckpt)  # before the checkpoint is loaded
     with pytest.raises(SemanticIdsError, match="n_items 4 in the checkpoint, 5 now"):
         check_checkpoint(ckpt, artifact(n_items=5), "train_decoder.semantic_ids")
     assert ckpt.read_bytes() == before

@@ -5,6 +5,7 @@ import pytest
 import train_decoder
 from data.files import load_tensors
 from modules.decoder_only import DecoderOnlyModel
+from training import decoder_setup
 from training.guards import NonFiniteLossError
 from training.retriever import load_run
 
@@ -164,7 +165,7 @@ def test_compile_blocks_trains_a_regionally_compiled_copy_and_saves_the_eager_mo
         compiled.append(model)
         return model
 
-    monkeypatch.setattr(train_decoder, "compile_regions", spy)
+    monkeypatch.setattr(decoder_setup, "compile_regions", spy)
     run(tmp_path / "off", semantic_ids, "train_decoder.iterations = 10")
     assert compiled == []
     run(tmp_path / "on", semantic_ids, "train_decoder.iterations = 10", "train_decoder.compile_blocks = True")

@@ -6,6 +6,7 @@ import torch
 import train_rqvae
 from data.artifact import SemanticIds
 from data.files import load_tensors
+from training import rqvae_setup
 from training.cli import ConfigError
 from training.guards import NonFiniteLossError
 
@@ -90,8 +91,8 @@ def test_resume_on_other_embeddings_of_the_same_shape_is_refused(tmp_path, monke
 
 def test_embedding_check_tolerates_recomputation_noise_and_old_checkpoints(tmp_path):
     emb = torch.randn(50, 16)
-    saved = train_rqvae.embedding_probe(emb)
-    train_rqvae.check_embeddings(saved, emb + 1e-5 * torch.randn_like(emb), tmp_path)  # same model
-    train_rqvae.check_embeddings(None, emb, tmp_path)  # written before the probe existed: not checked
+    saved = rqvae_setup.embedding_probe(emb)
+    rqvae_setup.check_embeddings(saved, emb + 1e-5 * torch.randn_like(emb), tmp_path)  # same model
+    rqvae_setup.check_embeddings(None, emb, tmp_path)  # written before the probe existed: not checked
     with pytest.raises(ConfigError, match="50 × 16 then, 49 × 16 now"):
-        train_rqvae.check_embeddings(saved, emb[1:], tmp_path)
+        rqvae_setup.check_embeddings(saved, emb[1:], tmp_path)
