@@ -127,8 +127,8 @@ def test_ml1m_protocol_binds_what_the_ml1m_row_ran_as_flags():
         "SeqData.max_items = 20",
         "train_decoder.eval_every = 200",
         "train_decoder.patience = 4",
-        "train_decoder.iterations = 3000",
-    ]  # the flags of docs/results/ml1m-cpu-*.json's command (which stopped the run at 2,200)
+        "train_decoder.iterations = 4000",
+    ]  # the flags of docs/results/ml1m-cpu-*_4000.json's command (--decoder-steps sets the iterations)
     load_gin(model, flags)
     ran = gin.config_str()
     load_gin([*model, "configs/recipes/ml1m_cpu_protocol.gin"], [])
