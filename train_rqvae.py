@@ -24,7 +24,7 @@ from modules.rq_kmeans import RqKMeans
 from modules.rqvae import RqVae
 from modules.rqvae_metrics import codes_summary
 from training.checkpoint import resume_from, save_checkpoint
-from training.cli import ConfigError, load_gin, parse_args, run_cli
+from training.cli import load_gin, parse_args, run_cli
 from training.distributed import cross_process, make_accelerator
 from training.guards import check_intervals
 from training.logger import make_logger
@@ -87,8 +87,6 @@ def train(
     cold_start: withhold the items that occur only as validation / test targets (data/cold_start.py) from
     training and from the codebook initialisation; they still get codes from the trained encoder, and
     collision codes after the warm items', and the artifact lists them (SemanticIds.cold_items)."""
-    if tokenizer not in ("rqvae", "rq_kmeans"):
-        raise ConfigError(f"train_rqvae.tokenizer must be 'rqvae' or 'rq_kmeans', got {tokenizer!r}")
     check_intervals("train_rqvae", log_every, eval_every=eval_every, ckpt_every=ckpt_every)
     torch.manual_seed(seed)
     commit, accelerator = git_commit(), make_accelerator()  # commit: the code that starts the run

@@ -11,6 +11,8 @@ from torch import nn
 
 from modules.kmeans import INITS, assign, kmeans
 
+TOKENIZERS = ("rqvae", "rq_kmeans")  # train_rqvae.tokenizer: the RQ-VAE (modules/rqvae.py) or this
+
 
 # input_dim comes from the embedding file at run time, so it is passed in code, never bound.
 @gin.configurable(denylist=["input_dim"])

@@ -357,7 +357,10 @@ def test_missing_required_binding_exits_non_zero_naming_it(tmp_path, capsys, scr
 @pytest.mark.parametrize(
     "binding, named",
     [
-        ("train_rqvae.tokenizer = 'kmeans'", "train_rqvae.tokenizer must be 'rqvae' or 'rq_kmeans'"),
+        (
+            "train_rqvae.tokenizer = 'kmeans'",
+            "gin binding train_rqvae.tokenizer = 'kmeans': must be one of ['rqvae', 'rq_kmeans']",
+        ),
         ("train_rqvae.eval_every = 25", "train_rqvae.eval_every = 25 must be a positive multiple"),
     ],
     ids=["bad_choice", "interval_off_the_log_grid"],

@@ -25,6 +25,7 @@ from evaluate.metrics import KS, metric_names
 from modules.kmeans import INITS
 from modules.losses import RECON_REDUCTIONS
 from modules.quantize import ESTIMATORS
+from modules.rq_kmeans import TOKENIZERS
 
 
 class Bound(NamedTuple):
@@ -83,6 +84,7 @@ RANGES: dict[str, Bound] = {
     "load_movielens.variant": one_of(VARIANT_FILES),
     "SeqData.train_examples": one_of(TRAIN_EXAMPLES),
     # choices of the modules
+    "train_rqvae.tokenizer": one_of(TOKENIZERS),
     "Quantize.estimator": one_of(ESTIMATORS),
     "init": one_of(INITS),
     "recon_reduction": one_of(RECON_REDUCTIONS),
