@@ -14,7 +14,7 @@ $PY -c "from bench.hardware import machine_line, probe; print(machine_line()); p
 for round in $(seq 1 "${ROUNDS:-2}"); do
     echo "## round $round: RQ-VAE train step, batch 64"
     "$REF/.venv-ref/bin/python" "$REF/bench_ref.py" rqvae --batch 64 --tag "round$round"
-    $PY -m bench.rqvae_speed --modes eager eager-bf16 --batch-size 64
+    $PY -m bench.rqvae_speed --modes eager eager-bf16 compile compile-bf16 --batch-size 64
     echo "## round $round: decoder train step, reference config, batch 64"
     "$REF/.venv-ref/bin/python" "$REF/bench_ref.py" decoder --batch 64 --cpu-attn padded --tag "round$round"
     $PY -m bench.decoder_speed --root "$BEAUTY" --model reference --batch-size 64 \
