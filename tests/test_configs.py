@@ -121,6 +121,18 @@ def test_dropout_0_3_recipe_changes_only_the_dropout_of_the_dropout_0_2_recipe()
     assert {line.split(" = ")[0] for line in changed} == {"DecoderOnlyModel.dropout"}
 
 
+def test_label_smoothing_recipe_changes_only_the_smoothing_of_the_dropout_0_2_recipe():
+    load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only_grouped_dropout0.2.gin"], [])
+    base = gin.config_str()
+    load_gin(
+        ["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only_grouped_label_smoothing0.1.gin"],
+        [],
+    )
+    assert gin.query_parameter("DecoderOnlyModel.label_smoothing") == 0.1
+    changed = set(gin.config_str().splitlines()) ^ set(base.splitlines())
+    assert {line.split(" = ")[0] for line in changed} == {"DecoderOnlyModel.label_smoothing"}
+
+
 @pytest.mark.parametrize("protocol", sorted(Path("configs/recipes").glob("*_protocol.gin")))
 def test_protocols_compose_after_a_recipe(protocol):
     load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/constant_lr1e-3.gin", str(protocol)], [])
