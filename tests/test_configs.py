@@ -101,36 +101,35 @@ def test_wsd_recipe_decays_to_zero_at_its_last_step_after_the_grouped_runs_const
     assert start % gin.query_parameter("train_decoder.eval_every") == 0  # the grouped run's last step
 
 
-def test_dropout_recipe_changes_only_the_dropout_of_the_grouped_run_at_its_2500_step_budget():
-    load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only_grouped.gin"], [])
+def changed_bindings(base_recipe: str, recipe: str) -> set[str]:
+    """The bindings whose values differ between two recipes on decoder_amazon_paper.gin (`recipe` is left
+    loaded for further queries)."""
+    load_gin(["configs/decoder_amazon_paper.gin", f"configs/recipes/{base_recipe}"], [])
     base = gin.config_str()
-    load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only_grouped_dropout0.2.gin"], [])
+    load_gin(["configs/decoder_amazon_paper.gin", f"configs/recipes/{recipe}"], [])
+    changed = set(gin.config_str().splitlines()) ^ set(base.splitlines())
+    return {line.split(" = ")[0] for line in changed}
+
+
+def test_dropout_recipe_changes_only_the_dropout_of_the_grouped_run_at_its_2500_step_budget():
+    changed = changed_bindings("decoder_only_grouped.gin", "decoder_only_grouped_dropout0.2.gin")
     assert gin.query_parameter("DecoderOnlyModel.dropout") == 0.2
     assert gin.query_parameter("train_decoder.iterations") == 2500  # the 2,500-step grouped row's budget
-    changed = set(gin.config_str().splitlines()) ^ set(base.splitlines())
-    changed_keys = {line.split(" = ")[0] for line in changed}
-    assert changed_keys == {"DecoderOnlyModel.dropout", "train_decoder.iterations"}
+    assert changed == {"DecoderOnlyModel.dropout", "train_decoder.iterations"}
 
 
 def test_dropout_0_3_recipe_changes_only_the_dropout_of_the_dropout_0_2_recipe():
-    load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only_grouped_dropout0.2.gin"], [])
-    base = gin.config_str()
-    load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only_grouped_dropout0.3.gin"], [])
+    changed = changed_bindings("decoder_only_grouped_dropout0.2.gin", "decoder_only_grouped_dropout0.3.gin")
     assert gin.query_parameter("DecoderOnlyModel.dropout") == 0.3
-    changed = set(gin.config_str().splitlines()) ^ set(base.splitlines())
-    assert {line.split(" = ")[0] for line in changed} == {"DecoderOnlyModel.dropout"}
+    assert changed == {"DecoderOnlyModel.dropout"}
 
 
 def test_label_smoothing_recipe_changes_only_the_smoothing_of_the_dropout_0_2_recipe():
-    load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only_grouped_dropout0.2.gin"], [])
-    base = gin.config_str()
-    load_gin(
-        ["configs/decoder_amazon_paper.gin", "configs/recipes/decoder_only_grouped_label_smoothing0.1.gin"],
-        [],
+    changed = changed_bindings(
+        "decoder_only_grouped_dropout0.2.gin", "decoder_only_grouped_label_smoothing0.1.gin"
     )
     assert gin.query_parameter("DecoderOnlyModel.label_smoothing") == 0.1
-    changed = set(gin.config_str().splitlines()) ^ set(base.splitlines())
-    assert {line.split(" = ")[0] for line in changed} == {"DecoderOnlyModel.label_smoothing"}
+    assert changed == {"DecoderOnlyModel.label_smoothing"}
 
 
 @pytest.mark.parametrize("protocol", sorted(Path("configs/recipes").glob("*_protocol.gin")))
