@@ -132,6 +132,13 @@ def test_label_smoothing_recipe_changes_only_the_smoothing_of_the_dropout_0_2_re
     assert changed == {"DecoderOnlyModel.label_smoothing"}
 
 
+def test_sub_sequence_recipe_without_user_token_changes_only_the_user_token_of_the_sub_sequence_recipe():
+    changed = changed_bindings("subsequences.gin", "subsequences_no_user.gin")
+    assert gin.query_parameter("RetrievalModel.user_buckets") == 0
+    assert gin.query_parameter("SeqData.train_examples") == "subsequence"
+    assert changed == {"RetrievalModel.user_buckets"}
+
+
 @pytest.mark.parametrize("protocol", sorted(Path("configs/recipes").glob("*_protocol.gin")))
 def test_protocols_compose_after_a_recipe(protocol):
     load_gin(["configs/decoder_amazon_paper.gin", "configs/recipes/constant_lr1e-3.gin", str(protocol)], [])
