@@ -1,5 +1,7 @@
 """RQ-VAE training throughput at the reference shapes (batch 64, E=768 -> [512,256,128] -> 32, 3 x 256,
-rotation trick), on random unit-norm embeddings. Prints steps/s (median of timed windows) and peak RSS.
+rotation trick), on random unit-norm embeddings. Prints the machine line and the GEMM probe of this process,
+then per mode steps/s (median of timed windows), the step's GEMM FLOPs (torch's FlopCounterMode, forward
+and backward), the share of the GEMM rate of the mode's precision they reach, and peak RSS.
 
     python -m bench.rqvae_speed [--modes eager eager-bf16 compile compile-bf16] [--steps 300]
 
@@ -13,10 +15,9 @@ import time
 
 import torch
 
-from bench.hardware import CpuAccelerator
+from bench.hardware import CpuAccelerator, count_flops, machine_line, probe, share
 from modules.rqvae import RqVae
 from training.loop import optimizer_step
-from training.provenance import machine
 
 
 def make_step(mode: str, batch_size: int, dim: int, fused: bool):
@@ -57,17 +58,21 @@ def main(argv=None) -> None:
         "--no-fused", dest="fused", action="store_false", help="foreach AdamW instead of fused"
     )
     args = parser.parse_args(argv)
-    print(
-        f"machine: {machine()}; torch {torch.__version__}; batch {args.batch_size}; fused AdamW {args.fused}"
-    )
+    print(f"machine: {machine_line()}; batch {args.batch_size}; fused AdamW {args.fused}")
+    gemm = probe()
+    print("GEMM probe (1024^3, this process): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in gemm.items()))
+    eager = make_step("eager", args.batch_size, 768, args.fused)
+    flops = count_flops(lambda: eager(0))  # the same GEMMs in every mode
     for mode in args.modes:
         t0 = time.perf_counter()
         step = make_step(mode, args.batch_size, 768, args.fused)
         setup = time.perf_counter() - t0
         rate = measure(step, args.steps)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        precision = "bf16" if mode.endswith("bf16") else "fp32"
         print(
-            f"{mode:>13}: {rate:7.1f} steps/s  "
+            f"{mode:>13}: {rate:7.1f} steps/s, {flops / 1e9:.2f} GFLOP/step = "
+            f"{share(flops, rate, gemm[precision]):.0%} of the {precision} GEMM rate  "
             f"(setup incl. k-means init {setup:.1f} s, peak RSS {rss:.0f} MB)"
         )
 
