@@ -132,6 +132,14 @@ def test_label_smoothing_recipe_changes_only_the_smoothing_of_the_dropout_0_2_re
     assert changed == {"DecoderOnlyModel.label_smoothing"}
 
 
+def test_twelve_block_recipe_changes_only_the_depth_of_the_dropout_0_2_recipe():
+    changed = changed_bindings(
+        "decoder_only_grouped_dropout0.2.gin", "decoder_only_grouped_dropout0.2_layers12.gin"
+    )
+    assert gin.query_parameter("DecoderOnlyModel.n_layers") == 12
+    assert changed == {"DecoderOnlyModel.n_layers"}
+
+
 def test_sub_sequence_recipe_without_user_token_changes_only_the_user_token_of_the_sub_sequence_recipe():
     changed = changed_bindings("subsequences.gin", "subsequences_no_user.gin")
     assert gin.query_parameter("RetrievalModel.user_buckets") == 0
