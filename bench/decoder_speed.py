@@ -3,7 +3,7 @@
     python -m bench.decoder_speed --root ../shared/data/amazon-2014-beauty \
         [--semantic-ids out/rqvae/beauty/rotation-20k/semantic_ids.pt]
         [--train-modes jagged jagged-bf16 padded]
-        [--eval-users 0] [--beam 10 64]
+        [--eval-users 0] [--beam 10 64] [--profile]
     python -m bench.decoder_speed --root ../shared/data/amazon-2014-beauty --architecture decoder-only \
         --train-modes windows-bf16 grouped-bf16 --beam 10 --eval-users 2000
 
@@ -100,18 +100,25 @@ def window_batches(train: SeqData, codes: torch.Tensor, batch_size: int, grouped
     return [batches(step) for step in range(n)]
 
 
-def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4, compiled: bool = False):
-    """batches: (batch, loss weight or None) pairs -> (median steps/s over `windows` windows of `steps`
-    steps, GEMM FLOPs of one step, seconds of the warm-up pass over every batch). compiled: the steps run
-    compile_regions(model), as train_decoder.compile_blocks does; FLOPs are counted on the eager model,
-    and the warm-up pass (one step per batch shape) holds the compilation."""
+def make_step(model, bf16: bool, compiled: bool = False):
+    """train_decoder.py's step on `model` with a fresh fused AdamW: step((batch, loss weight), net) trains
+    `net` (default: compile_regions(model) when compiled, else model; both share the parameters)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.035, fused=True)
     model.train()
     step_model = compile_regions(model) if compiled else model
 
     def step(pair, net=step_model):
-        train_step(net, optimizer, None, *pair[:1], CpuAccelerator(bf16), pair[1])  # train_decoder.py's step
+        train_step(net, optimizer, None, *pair[:1], CpuAccelerator(bf16), pair[1])
 
+    return step
+
+
+def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4, compiled: bool = False):
+    """batches: (batch, loss weight or None) pairs -> (median steps/s over `windows` windows of `steps`
+    steps, GEMM FLOPs of one step, seconds of the warm-up pass over every batch). compiled: the steps run
+    compile_regions(model), as train_decoder.compile_blocks does; FLOPs are counted on the eager model,
+    and the warm-up pass (one step per batch shape) holds the compilation."""
+    step = make_step(model, bf16, compiled)
     flops = count_flops(lambda: step(batches[0], model))
     t0 = time.perf_counter()
     for pair in batches if compiled else batches[:1]:
@@ -124,6 +131,17 @@ def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4, co
             step(batches[(w * steps + i) % len(batches)])
         rates.append(steps / (time.perf_counter() - t0))
     return statistics.median(rates), flops, warm_up
+
+
+def profile_train(model, batches, bf16: bool, rows: int = 15) -> str:
+    """torch.profiler's table of the ops that take the most self CPU time over one eager step per batch
+    (after one warm-up step): where a step's time goes that the GEMM rate does not bound."""
+    step = make_step(model, bf16)
+    step(batches[0])
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for pair in batches:
+            step(pair)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
 def eval_batches(dataset, users: int, batch_size: int, order: str):
@@ -186,6 +204,9 @@ def main(argv=None) -> None:
         "--eval-orders", nargs="*", choices=["sorted", "padded"], default=["sorted"],
         help="evaluation batches: length-sorted and trimmed (train_decoder.py's), or padded in split order",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile", action="store_true", help="after each train mode, its top ops by self CPU time"
+    )
     parser.add_argument("--model", choices=sorted(MODELS), default="paper", help="encoder-decoder sizes")
     parser.add_argument(
         "--architecture", choices=["encoder-decoder", "decoder-only"], default="encoder-decoder"
@@ -220,6 +241,8 @@ def main(argv=None) -> None:
               f"= {flops * rate / 1e9:.0f} GFLOP/s = {share(flops, rate, rate_of):.0%} of the "
               f"{'bf16' if bf16 else 'fp32'} GEMM rate, {share(flops, rate, max(gemm.values())):.0%} of the "
               f"best; warm-up {warm_up:.0f} s")  # fmt: skip
+        if args.profile:
+            print(profile_train(model, batches, bf16))
     report_eval(model, dataset, codes, args, gemm)
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
