@@ -3,7 +3,7 @@ rotation trick), on random unit-norm embeddings. Prints the machine line and the
 then per mode steps/s (median of timed windows), the step's GEMM FLOPs (torch's FlopCounterMode, forward
 and backward), the share of the GEMM rate of the mode's precision they reach, and peak RSS.
 
-    python -m bench.rqvae_speed [--modes eager eager-bf16 compile compile-bf16] [--steps 300]
+    python -m bench.rqvae_speed [--modes eager eager-bf16 compile compile-bf16] [--steps 300] [--profile]
 
 Each mode runs train_rqvae.py's optimizer step (training.loop.optimizer_step, AdamW) on a fresh model.
 """
@@ -49,6 +49,15 @@ def measure(step, steps: int, windows: int = 5) -> float:
     return statistics.median(rates)
 
 
+def profile(step, steps: int = 50, rows: int = 15) -> str:
+    """torch.profiler's table of the ops that take the most self CPU time over `steps` steps (after the
+    timed windows, so warm): where the step's time goes."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            step(i)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--modes", nargs="+", default=["eager", "eager-bf16", "compile", "compile-bf16"])
@@ -57,6 +66,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--no-fused", dest="fused", action="store_false", help="foreach AdamW instead of fused"
     )
+    parser.add_argument("--profile", action="store_true", help="each mode's top ops by self CPU time")
     args = parser.parse_args(argv)
     print(f"machine: {machine_line()}; batch {args.batch_size}; fused AdamW {args.fused}")
     gemm = probe()
@@ -75,6 +85,8 @@ def main(argv=None) -> None:
             f"{share(flops, rate, gemm[precision]):.0%} of the {precision} GEMM rate  "
             f"(setup incl. k-means init {setup:.1f} s, peak RSS {rss:.0f} MB)"
         )
+        if args.profile:
+            print(profile(step))
 
 
 if __name__ == "__main__":
