@@ -33,7 +33,7 @@ import gin
 import torch
 from accelerate.utils import compile_regions
 
-from bench.hardware import CpuAccelerator, count_flops, machine_line, probe, share
+from bench.hardware import CpuAccelerator, count_flops, machine_line, probe, share, top_ops
 from data.amazon import load_amazon
 from data.artifact import SemanticIds
 from data.processed import SeqData
@@ -133,15 +133,17 @@ def bench_train(model, batches, bf16: bool, windows: int = 3, steps: int = 4, co
     return statistics.median(rates), flops, warm_up
 
 
-def profile_train(model, batches, bf16: bool, rows: int = 15) -> str:
-    """torch.profiler's table of the ops that take the most self CPU time over one eager step per batch
-    (after one warm-up step): where a step's time goes that the GEMM rate does not bound."""
+def profile_train(model, batches, bf16: bool) -> str:
+    """The top ops by self CPU time (bench.hardware.top_ops) over one eager step per batch, after one
+    warm-up step."""
     step = make_step(model, bf16)
     step(batches[0])
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+
+    def every_batch():
         for pair in batches:
             step(pair)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+    return top_ops(every_batch)
 
 
 def eval_batches(dataset, users: int, batch_size: int, order: str):

@@ -90,6 +90,14 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
+def top_ops(fn: Callable[[], object], rows: int = 15) -> str:
+    """torch.profiler's table of the ops that take the most self CPU time over one call of `fn`: where a
+    workload's time goes that the GEMM rate does not bound."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 def share(flops_per_step: float, steps_per_s: float, gemm_gflops: float) -> float:
     """Fraction of the GEMM rate achieved: flops_per_step · steps/s over the rate."""
     return flops_per_step * steps_per_s / (gemm_gflops * 1e9)

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from bench.hardware import CpuAccelerator, count_flops, machine_line, probe, share
+from bench.hardware import CpuAccelerator, count_flops, machine_line, probe, share, top_ops
 from modules.rqvae import RqVae
 from training.loop import optimizer_step
 
@@ -49,13 +49,15 @@ def measure(step, steps: int, windows: int = 5) -> float:
     return statistics.median(rates)
 
 
-def profile(step, steps: int = 50, rows: int = 15) -> str:
-    """torch.profiler's table of the ops that take the most self CPU time over `steps` steps (after the
-    timed windows, so warm): where the step's time goes."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+def profile(step, steps: int = 50) -> str:
+    """The top ops by self CPU time (bench.hardware.top_ops) over `steps` steps (after the timed windows,
+    so warm)."""
+
+    def run():
         for i in range(steps):
             step(i)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+    return top_ops(run)
 
 
 def main(argv=None) -> None:
